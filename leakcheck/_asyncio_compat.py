@@ -1,0 +1,150 @@
+"""Every private asyncio detail leakcheck relies on, in one place.
+
+``asyncio.all_tasks()`` only sees the running loop of the calling thread, but a
+leak check has to see tasks on every loop in the process.  CPython keeps
+process-wide registries, under names that change between versions:
+
+* 3.9 - 3.11: ``asyncio.tasks._all_tasks``, a WeakSet of every task;
+* 3.12 - 3.13: ``asyncio.tasks._scheduled_tasks`` (WeakSet) plus
+  ``asyncio.tasks._eager_tasks`` (a set of eager tasks still in their first step);
+* anything else (3.14 keeps native tasks in per-thread lists): the fallback
+  asks ``asyncio.all_tasks(loop)`` for every loop it can find, i.e. the
+  calling thread's running loop and loops found running on other threads.
+
+asyncio itself is never imported here: if the program has not imported it,
+there cannot be any task, and importing leakcheck must stay cheap.
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+from typing import TYPE_CHECKING, Any, FrozenSet, Iterable, List, Optional, Set
+
+if TYPE_CHECKING:
+    import asyncio
+
+_EMPTY: FrozenSet[Any] = frozenset()
+
+
+def _registries(tasks_module: Any) -> Optional[List[Any]]:
+    found = [
+        getattr(tasks_module, name)
+        for name in ("_all_tasks", "_scheduled_tasks", "_eager_tasks")
+        if hasattr(tasks_module, name)
+    ]
+    return found or None
+
+
+def task_tokens() -> FrozenSet[Any]:
+    """Cheap identity tokens for every live task: weak references.
+
+    Weak references compare equal only while both referents are alive and the
+    same, so a token of a dead task never matches a new task that happens to
+    reuse its ``id``.  Copying ``WeakSet.data`` is a single C-level operation,
+    so it cannot fail when another thread adds a task meanwhile.
+    """
+    asyncio_tasks = sys.modules.get("asyncio.tasks")
+    if asyncio_tasks is None:
+        return _EMPTY
+    registries = _registries(asyncio_tasks)
+    if registries is None:
+        return frozenset(weakref.ref(task) for task in _fallback_all_tasks())
+    tokens: Set[Any] = set()
+    for registry in registries:
+        data = getattr(registry, "data", None)
+        if data is not None:  # a WeakSet: its data already holds weak references
+            tokens.update(data)
+        elif registry:
+            tokens.update(weakref.ref(task) for task in list(registry))
+    return frozenset(tokens)
+
+
+def all_tasks() -> List[asyncio.Task[Any]]:
+    """Every live, not yet done task of every loop in the process."""
+    live = (token() for token in task_tokens())
+    return [task for task in live if task is not None and not task.done()]
+
+
+def _fallback_all_tasks() -> List[asyncio.Task[Any]]:
+    import asyncio
+
+    tasks: List[asyncio.Task[Any]] = []
+    for loop in _known_loops():
+        try:
+            tasks.extend(asyncio.all_tasks(loop))
+        except RuntimeError:  # the loop's task set changed under us; skip it
+            continue
+    return tasks
+
+
+def _known_loops() -> Iterable[asyncio.AbstractEventLoop]:
+    import asyncio
+
+    loops = {}
+    running = running_loop()
+    if running is not None:
+        loops[id(running)] = running
+    # A loop running in another thread shows up as ``self`` of its run_forever frame.
+    for frame in list(sys._current_frames().values()):
+        while frame is not None:
+            if frame.f_code.co_name == "run_forever":
+                candidate = frame.f_locals.get("self")
+                if isinstance(candidate, asyncio.AbstractEventLoop):
+                    loops[id(candidate)] = candidate
+            frame = frame.f_back  # type: ignore[assignment]
+    return list(loops.values())
+
+
+def running_loop() -> Optional[asyncio.AbstractEventLoop]:
+    """The loop running in the calling thread, if any, without importing asyncio."""
+    events = sys.modules.get("asyncio.events")
+    if events is None:
+        return None
+    loop: Optional[asyncio.AbstractEventLoop] = events._get_running_loop()
+    return loop
+
+
+def current_task() -> Optional[asyncio.Task[Any]]:
+    loop = running_loop()
+    if loop is None:
+        return None
+    import asyncio
+
+    return asyncio.current_task(loop)
+
+
+def loop_thread_ident(loop: asyncio.AbstractEventLoop) -> Optional[int]:
+    """The thread running ``loop``; ``None`` when it is not running."""
+    ident = getattr(loop, "_thread_id", None)
+    return ident if isinstance(ident, int) else None
+
+
+def awaited_by(task: asyncio.Task[Any]) -> str:
+    """A short description of the future ``task`` is suspended on, or ``""``."""
+    waiter = getattr(task, "_fut_waiter", None)
+    if waiter is None:
+        return ""
+    get_name = getattr(waiter, "get_name", None)
+    if callable(get_name):
+        return f"Task {get_name()!r}"
+    return type(waiter).__name__
+
+
+def task_state(task: asyncio.Task[Any]) -> str:
+    if task.done():
+        return "done"
+    cancelling = getattr(task, "cancelling", None)  # 3.11+
+    if callable(cancelling):
+        if cancelling():
+            return "cancelling"
+    elif getattr(task, "_must_cancel", False):
+        return "cancelling"
+    return "pending"
+
+
+def default_executor_threads(loop: asyncio.AbstractEventLoop) -> FrozenSet[Any]:
+    """The worker threads of ``loop``'s default executor (``run_in_executor(None, ...)``)."""
+    executor = getattr(loop, "_default_executor", None)
+    workers = getattr(executor, "_threads", None)
+    return frozenset(workers) if workers else _EMPTY

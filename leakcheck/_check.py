@@ -1,0 +1,303 @@
+"""``no_leaks``: the verify entry point, as context manager, async context manager and decorator."""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import logging
+import sys
+import warnings
+from types import TracebackType
+from typing import Any, Callable, Iterable, Optional, Tuple, Type, TypeVar, Union, overload
+
+from typing_extensions import ParamSpec
+
+from ._compare import check_steps, enabled_probes, take_census
+from ._matching import MatcherLike, StackPattern
+from ._model import Snapshot
+from ._options import OnLeak, Options, make_options
+from ._probes import Census
+from ._report import LeakError, LeakReport, LeakWarning
+from ._wait import run_async, run_blocking
+
+P = ParamSpec("P")
+R = TypeVar("R")
+C = TypeVar("C", bound=type)
+
+logger = logging.getLogger("leakcheck")
+
+# Interrupts and interpreter shutdown are no time for a grace period.
+_SKIP_CHECK_ON = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
+def attach_to_error(error: BaseException, text: str) -> None:
+    """Add ``text`` to an exception in flight without replacing it."""
+    add_note = getattr(error, "add_note", None)
+    if callable(add_note):  # 3.11+
+        add_note(text)
+        return
+    notes = getattr(error, "__notes__", None)
+    if not isinstance(notes, list):
+        notes = []
+        try:
+            error.__notes__ = notes  # type: ignore[attr-defined]
+        except AttributeError:  # an exception type without a __dict__
+            pass
+    notes.append(text)
+    # Tracebacks before 3.11 do not print __notes__, so make sure someone sees it.
+    logger.error("%s\n(while %s was propagating)", text, type(error).__name__)
+
+
+def _warn_stacklevel() -> int:
+    """The stacklevel that points a warning at the first frame outside leakcheck."""
+    level = 1
+    frame = sys._getframe(1)
+    while frame is not None and str(frame.f_globals.get("__name__", "")).startswith("leakcheck."):
+        level += 1
+        frame = frame.f_back  # type: ignore[assignment]
+    return level
+
+
+def act_on_report(report: LeakReport, options: Options, error: Optional[BaseException]) -> None:
+    """Do what ``on_leak`` says with a non-empty report."""
+    on_leak = options.on_leak
+    if on_leak == "warn":
+        warnings.warn(LeakWarning(report), stacklevel=_warn_stacklevel())
+    elif on_leak == "raise":
+        if error is None:
+            raise LeakError(report)
+        attach_to_error(error, str(report))
+    elif callable(on_leak):
+        if error is None:
+            on_leak(report)
+            return
+        try:
+            on_leak(report)
+        except Exception as failure:  # the block's own exception takes precedence
+            attach_to_error(error, f"{report}\n\non_leak callback failed: {failure!r}")
+
+
+class _Block:
+    """One entry into a checked block: the census taken when it started."""
+
+    __slots__ = ("before", "options")
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.before: Census = take_census(enabled_probes(options))
+
+    def finish(self, error: Optional[BaseException]) -> None:
+        if isinstance(error, _SKIP_CHECK_ON):
+            return
+        try:
+            report = run_blocking(check_steps(self.before, self.options))
+        except Exception as failure:
+            if error is None:
+                raise
+            attach_to_error(error, f"leakcheck could not complete its check: {failure!r}")
+            return
+        finally:
+            self.before = {}
+        if report:
+            act_on_report(report, self.options, error)
+
+    async def finish_async(self, error: Optional[BaseException]) -> None:
+        if isinstance(error, _SKIP_CHECK_ON):
+            return
+        try:
+            report = await run_async(check_steps(self.before, self.options))
+        except Exception as failure:
+            if error is None:
+                raise
+            attach_to_error(error, f"leakcheck could not complete its check: {failure!r}")
+            return
+        finally:
+            self.before = {}
+        if report:
+            act_on_report(report, self.options, error)
+
+
+# Open blocks per context, so one LeakCheck object can be entered from several
+# threads and tasks at once, and nested, without them seeing each other.
+_open_blocks: contextvars.ContextVar[Tuple[Tuple[LeakCheck, _Block], ...]] = contextvars.ContextVar(
+    "leakcheck_open_blocks", default=()
+)
+
+
+class LeakCheck:
+    """A configured leak check, made by :func:`no_leaks`.
+
+    Use it as ``with``, ``async with``, or as a decorator on functions,
+    coroutine functions and ``unittest.TestCase`` classes.  It keeps no state
+    between uses, so it is reusable and re-entrant.
+    """
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+
+    def __repr__(self) -> str:
+        return f"<LeakCheck {self.options}>"
+
+    def start(self) -> _Block:
+        """Take the baseline census for one checked window."""
+        return _Block(self.options)
+
+    def _push(self) -> None:
+        _open_blocks.set((*_open_blocks.get(), (self, _Block(self.options))))
+
+    def _pop(self) -> _Block:
+        blocks = _open_blocks.get()
+        for index in range(len(blocks) - 1, -1, -1):
+            if blocks[index][0] is self:
+                _open_blocks.set(blocks[:index] + blocks[index + 1 :])
+                return blocks[index][1]
+        raise RuntimeError("leakcheck: exiting a block that was never entered in this context")
+
+    def __enter__(self) -> LeakCheck:
+        self._push()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self._pop().finish(exc)
+
+    async def __aenter__(self) -> LeakCheck:
+        self._push()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        await self._pop().finish_async(exc)
+
+    @overload
+    def __call__(self, target: C) -> C: ...
+
+    @overload
+    def __call__(self, target: Callable[P, R]) -> Callable[P, R]: ...
+
+    def __call__(self, target: Union[type, Callable[..., Any]]) -> Any:
+        return decorate(self, target)
+
+
+def decorate(check: LeakCheck, target: Any) -> Any:
+    if isinstance(target, type):
+        from ._unittest import decorate_testcase
+
+        return decorate_testcase(target, check)
+    if not callable(target):
+        raise TypeError(f"no_leaks decorates functions, coroutine functions and TestCase classes, not {target!r}")
+    if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
+        raise TypeError(
+            f"no_leaks cannot decorate the generator function {target.__qualname__}: "
+            "its body runs after the call returns; check the code that consumes it instead"
+        )
+    if inspect.iscoroutinefunction(target):
+
+        @functools.wraps(target)
+        async def checked_coroutine(*args: Any, **kwargs: Any) -> Any:
+            async with check:
+                return await target(*args, **kwargs)
+
+        return checked_coroutine
+
+    @functools.wraps(target)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        with check:
+            return target(*args, **kwargs)
+
+    return checked
+
+
+@overload
+def no_leaks(target: C, /) -> C: ...
+
+
+@overload
+def no_leaks(target: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+@overload
+def no_leaks(
+    *,
+    threads: bool = True,
+    tasks: bool = True,
+    timeout: float = 1.0,
+    ignore: Iterable[MatcherLike] = (),
+    forbid: Union[StackPattern, Iterable[StackPattern]] = (),
+    on_leak: OnLeak = "raise",
+    cancel_tasks: bool = False,
+) -> LeakCheck: ...
+
+
+def no_leaks(
+    target: Any = None,
+    /,
+    *,
+    threads: bool = True,
+    tasks: bool = True,
+    timeout: float = 1.0,
+    ignore: Iterable[MatcherLike] = (),
+    forbid: Union[StackPattern, Iterable[StackPattern]] = (),
+    on_leak: OnLeak = "raise",
+    cancel_tasks: bool = False,
+) -> Any:
+    """Fail when code leaves threads or asyncio tasks behind.
+
+    Records what runs before the checked code and compares it with what runs
+    after, giving new threads and tasks up to ``timeout`` seconds to finish
+    (returning as soon as they have).  Whatever is still running then is a
+    leak, reported with its full stack according to ``on_leak``.
+
+    Works as ``with no_leaks(...):``, ``async with no_leaks(...):``,
+    ``@no_leaks`` and ``@no_leaks(...)`` on functions, coroutine functions and
+    ``unittest.TestCase`` classes.  Invalid options raise ``TypeError`` or
+    ``ValueError`` here, not when the block ends.
+    """
+    options = make_options(
+        threads=threads,
+        tasks=tasks,
+        timeout=timeout,
+        ignore=ignore,
+        forbid=forbid,
+        on_leak=on_leak,
+        cancel_tasks=cancel_tasks,
+    )
+    check = LeakCheck(options)
+    return check if target is None else decorate(check, target)
+
+
+def find_leaks(
+    baseline: Snapshot,
+    *,
+    threads: bool = True,
+    tasks: bool = True,
+    timeout: float = 1.0,
+    ignore: Iterable[MatcherLike] = (),
+    forbid: Union[StackPattern, Iterable[StackPattern]] = (),
+    cancel_tasks: bool = False,
+) -> LeakReport:
+    """Compare the process now with ``baseline`` (from :func:`snapshot`).
+
+    Waits up to ``timeout`` for new threads and tasks to finish, like
+    :func:`no_leaks`, and returns the report instead of acting on it: the
+    report is falsy when nothing leaked.  Tasks on the caller's own running
+    loop cannot finish while this blocks; use ``async with no_leaks()`` there.
+    """
+    if not isinstance(baseline, Snapshot):
+        raise TypeError(f"find_leaks takes a Snapshot from leakcheck.snapshot(), not {type(baseline).__name__}")
+    census = baseline._census
+    if not isinstance(census, dict):
+        raise ValueError("find_leaks needs a snapshot taken in this process by leakcheck.snapshot()")
+    options = make_options(
+        threads=threads, tasks=tasks, timeout=timeout, ignore=ignore, forbid=forbid, cancel_tasks=cancel_tasks
+    )
+    return run_blocking(check_steps(census, options))

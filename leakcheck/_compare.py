@@ -1,0 +1,163 @@
+"""Comparison: what is alive now that was not alive before, and stays alive.
+
+The order of the steps is what makes a check both cheap and fair:
+
+1. A census of identities (no stacks) fixes the suspects the moment the block
+   ends; anything that appears later is not the block's doing.
+2. A clean block stops there, without capturing a stack or waiting.
+3. Suspects already reported by an earlier check, leakcheck's own helpers, the
+   checking thread and task are dropped, then ignore rules are applied, so a
+   known-harmless thread never costs a grace period.
+4. The rest get the grace period (joined or awaited, see :mod:`leakcheck._wait`).
+5. Whatever is still alive is described again, filtered again, and reported.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from . import _asyncio_compat as compat
+from ._matching import MatcherLike, global_matchers, is_ignored
+from ._model import Info, TaskInfo, ThreadInfo
+from ._options import Options
+from ._probes import Census, Probe
+from ._report import LeakReport
+from ._tasks import TaskProbe, cancel
+from ._threads import ThreadProbe
+from ._wait import Steps, Wait, backoff_deadlines
+
+THREADS = ThreadProbe()
+TASKS = TaskProbe()
+PROBES: Tuple[Probe, ...] = (THREADS, TASKS)
+
+_reported: weakref.WeakSet[Any] = weakref.WeakSet()
+_reported_lock = threading.Lock()
+
+
+def enabled_probes(options: Options) -> Tuple[Probe, ...]:
+    return tuple(probe for probe in PROBES if getattr(options, probe.option))
+
+
+def take_census(probes: Sequence[Probe]) -> Census:
+    return {probe.option: probe.census() for probe in probes}
+
+
+def _exempt_objects() -> List[Any]:
+    """The checking thread and task: never a leak of their own check."""
+    exempt: List[Any] = [threading.current_thread()]
+    task = compat.current_task()
+    if task is not None:
+        exempt.append(task)
+    return exempt
+
+
+def _idle_executor_matcher() -> Optional[MatcherLike]:
+    """Idle workers of the running loop's default executor are not leaks."""
+    loop = compat.running_loop()
+    if loop is None:
+        return None
+    idents = {thread.ident for thread in compat.default_executor_threads(loop)}
+    if not idents:
+        return None
+
+    def idle_worker(info: Info) -> bool:
+        return (
+            isinstance(info, ThreadInfo)
+            and info.ident in idents
+            and bool(info.frames)
+            and info.frames[-1].function == "concurrent.futures.thread._worker"
+        )
+
+    return idle_worker
+
+
+def _not_ignored(probe: Probe, objs: Sequence[Any], matchers: Sequence[MatcherLike]) -> Tuple[List[Any], List[Info]]:
+    kept_objs, kept_infos = [], []
+    for obj, info in zip(objs, probe.describe(objs)):
+        if not is_ignored(info, matchers):
+            kept_objs.append(obj)
+            kept_infos.append(info)
+    return kept_objs, kept_infos
+
+
+def live_described(probes: Sequence[Probe]) -> List[Tuple[Probe, Any, Info]]:
+    """Every live object of ``probes`` except the caller, with its description."""
+    exempt = _exempt_objects()
+    found: List[Tuple[Probe, Any, Info]] = []
+    for probe in probes:
+        objs = [obj for obj in probe.live() if obj not in exempt]
+        found.extend((probe, obj, info) for obj, info in zip(objs, probe.describe(objs)))
+    return found
+
+
+def check_steps(before: Census, options: Options) -> Steps[LeakReport]:
+    """Compare now with ``before``; see the module docstring for the order."""
+    started = time.monotonic()
+    deadline = started + options.timeout
+    probes = enabled_probes(options)
+    after = take_census(probes)
+    exempt = _exempt_objects()
+    suspects: Dict[Probe, List[Any]] = {}
+    for probe in probes:
+        new = after[probe.option] - before.get(probe.option, frozenset())
+        if new:
+            objs = [obj for obj in probe.resolve(new) if obj not in exempt and obj not in _reported]
+            if objs:
+                suspects[probe] = objs
+    del after
+    if not suspects and not options.forbid:
+        return LeakReport(timeout=options.timeout)
+
+    matchers: List[MatcherLike] = [*options.ignore, *global_matchers()]
+    idle_worker = _idle_executor_matcher()
+    if idle_worker is not None:
+        matchers.append(idle_worker)
+    for probe in list(suspects):
+        suspects[probe], _ = _not_ignored(probe, suspects[probe], matchers)
+    if any(suspects.values()):
+        yield Wait(tuple(suspects.items()), deadline)
+
+    leaked: Dict[Probe, Tuple[List[Any], List[Info]]] = {}
+    for probe, objs in suspects.items():
+        leaked[probe] = _not_ignored(probe, [obj for obj in objs if probe.is_alive(obj)], matchers)
+    del suspects
+
+    forbidden: List[Info] = []
+    if options.forbid:
+        for slice_deadline in backoff_deadlines(deadline):
+            matches = [
+                (probe, obj, info)
+                for probe, obj, info in live_described(probes)
+                if any(pattern.matches(info) for pattern in options.forbid)
+            ]
+            forbidden = [info for _, _, info in matches]
+            if not matches or time.monotonic() >= deadline:
+                break
+            by_probe: Dict[Probe, List[Any]] = {}
+            for probe, obj, _ in matches:
+                by_probe.setdefault(probe, []).append(obj)
+            yield Wait(tuple(by_probe.items()), slice_deadline)
+
+    no_leak: Tuple[List[Any], List[Info]] = ([], [])
+    thread_infos = leaked.get(THREADS, no_leak)[1]
+    task_objs, task_infos = leaked.get(TASKS, no_leak)
+    report = LeakReport(
+        threads=tuple(info for info in thread_infos if isinstance(info, ThreadInfo)),
+        tasks=tuple(info for info in task_infos if isinstance(info, TaskInfo)),
+        forbidden=tuple(forbidden),
+        forbid=tuple(repr(pattern) for pattern in options.forbid),
+        waited=time.monotonic() - started,
+        timeout=options.timeout,
+    )
+    with _reported_lock:
+        for objs, _ in leaked.values():
+            _reported.update(objs)
+    if options.cancel_tasks and task_objs:
+        for task in task_objs:
+            cancel(task)
+        # Give the cancelled tasks a chance to unwind, so they do not spill into later code.
+        yield Wait(((TASKS, task_objs),), time.monotonic() + options.timeout)
+    return report

@@ -1,0 +1,206 @@
+"""Matching: stack patterns (``forbid=``, keyword assertions) and ignore rules.
+
+The ignore vocabulary follows goleak (``IgnoreTopFunction`` and friends) with
+Python names.  A matcher is any callable taking a :class:`ThreadInfo` or
+:class:`TaskInfo` and returning ``True`` for things that are never leaks.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+from typing import Callable, Iterable, List, Pattern, Tuple, Union
+
+from ._model import Info, describe_block
+
+StackPattern = Union[str, Pattern[str]]
+"""A keyword: a ``str`` is a substring, a compiled pattern is searched."""
+
+MatcherLike = Callable[[Info], bool]
+
+_HAS_CO_QUALNAME = sys.version_info >= (3, 11)
+
+
+class Matcher:
+    """Base class of the built-in ignore matchers: callable, with a readable repr."""
+
+    def __call__(self, info: Info) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class _NameMatcher(Matcher):
+    def __init__(self, pattern: Pattern[str]) -> None:
+        self._pattern = pattern
+
+    def __call__(self, info: Info) -> bool:
+        return self._pattern.search(info.name) is not None
+
+    def __repr__(self) -> str:
+        return f"ignore_name({self._pattern.pattern!r})"
+
+
+def _function_matches(frame_function: str, wanted: str) -> bool:
+    if frame_function == wanted:
+        return True
+    # Before 3.11 a nested function's qualname cannot be recovered from its
+    # frame, so "mod.outer.<locals>.inner" shows up as "mod.inner".
+    if not _HAS_CO_QUALNAME and ".<locals>." in wanted:
+        module_and_outer, _, inner = wanted.rpartition(".<locals>.")
+        head, _, tail = frame_function.rpartition(".")
+        return tail == inner.rpartition(".")[2] and module_and_outer.startswith(head + ".")
+    return False
+
+
+class _TopFunctionMatcher(Matcher):
+    def __init__(self, qualname: str) -> None:
+        self._qualname = qualname
+
+    def __call__(self, info: Info) -> bool:
+        return bool(info.frames) and _function_matches(info.frames[-1].function, self._qualname)
+
+    def __repr__(self) -> str:
+        return f"ignore_top_function({self._qualname!r})"
+
+
+class _AnyFunctionMatcher(_TopFunctionMatcher):
+    def __call__(self, info: Info) -> bool:
+        return any(_function_matches(frame.function, self._qualname) for frame in info.frames)
+
+    def __repr__(self) -> str:
+        return f"ignore_any_function({self._qualname!r})"
+
+
+def _regex(pattern: object, what: str) -> Pattern[str]:
+    if isinstance(pattern, str):
+        return re.compile(pattern)
+    if isinstance(pattern, re.Pattern) and isinstance(pattern.pattern, str):
+        return pattern
+    raise TypeError(f"{what} takes a str regex or a compiled str pattern, not {type(pattern).__name__}")
+
+
+def _qualname(qualname: object, what: str) -> str:
+    if not isinstance(qualname, str):
+        raise TypeError(f"{what} takes a qualified name as str, not {type(qualname).__name__}")
+    if not qualname or qualname != qualname.strip() or "." not in qualname:
+        raise ValueError(
+            f"{what} takes a module-qualified name such as "
+            f"'socketserver.BaseServer.serve_forever', not {qualname!r}"
+        )
+    return qualname
+
+
+def ignore_name(pattern: StackPattern) -> Matcher:
+    """Ignore threads and tasks whose name matches ``pattern`` (``re.search``)."""
+    return _NameMatcher(_regex(pattern, "ignore_name"))
+
+
+def ignore_top_function(qualname: str) -> Matcher:
+    """Ignore threads and tasks whose innermost Python frame runs ``qualname``.
+
+    ``qualname`` is module-qualified: ``"socketserver.BaseServer.serve_forever"``.
+    """
+    return _TopFunctionMatcher(_qualname(qualname, "ignore_top_function"))
+
+
+def ignore_any_function(qualname: str) -> Matcher:
+    """Ignore threads and tasks with a frame running ``qualname`` anywhere in their stack."""
+    return _AnyFunctionMatcher(_qualname(qualname, "ignore_any_function"))
+
+
+def validate_matchers(matchers: object, what: str = "ignore") -> Tuple[MatcherLike, ...]:
+    """Check an ``ignore=`` value: a matcher, or an iterable of matchers."""
+    if callable(matchers):
+        return (matchers,)
+    if isinstance(matchers, (str, bytes)) or not isinstance(matchers, Iterable):
+        raise TypeError(
+            f"{what} takes matchers such as ignore_name('worker'), or callables, "
+            f"not {type(matchers).__name__}"
+        )
+    checked = tuple(matchers)
+    for matcher in checked:
+        if not callable(matcher):
+            hint = " (use ignore_name() to ignore by name)" if isinstance(matcher, (str, re.Pattern)) else ""
+            raise TypeError(f"{what} items must be matchers or callables, not {type(matcher).__name__}{hint}")
+    return checked
+
+
+class _StackPatternMatcher:
+    __slots__ = ("_search", "source")
+
+    def __init__(self, source: StackPattern) -> None:
+        self.source = source
+        if isinstance(source, str):
+            needle = source
+            self._search: Callable[[str], bool] = lambda text: needle in text
+        else:
+            regex = source
+            self._search = lambda text: regex.search(text) is not None
+
+    def matches(self, info: Info) -> bool:
+        return self._search(describe_block(info))
+
+    def __repr__(self) -> str:
+        return repr(self.source.pattern if isinstance(self.source, re.Pattern) else self.source)
+
+
+def validate_patterns(patterns: object, what: str) -> Tuple[_StackPatternMatcher, ...]:
+    """Check stack keywords: a str, a compiled pattern, or an iterable of those."""
+    items: Iterable[object]
+    if isinstance(patterns, (str, re.Pattern)):
+        items = (patterns,)
+    elif isinstance(patterns, Iterable) and not isinstance(patterns, bytes):
+        items = tuple(patterns)
+    else:
+        raise TypeError(f"{what} takes str keywords or compiled patterns, not {type(patterns).__name__}")
+    checked: List[_StackPatternMatcher] = []
+    for item in items:
+        if isinstance(item, str):
+            if not item:
+                raise ValueError(f"{what}: an empty keyword would match every stack")
+        elif not (isinstance(item, re.Pattern) and isinstance(item.pattern, str)):
+            raise TypeError(f"{what} items must be str or compiled str patterns, not {type(item).__name__}")
+        checked.append(_StackPatternMatcher(item))
+    return tuple(checked)
+
+
+StackPatterns = Tuple[_StackPatternMatcher, ...]
+
+
+def first_match(patterns: StackPatterns, info: Info) -> _StackPatternMatcher | None:
+    for pattern in patterns:
+        if pattern.matches(info):
+            return pattern
+    return None
+
+
+_global_lock = threading.Lock()
+_global_matchers: List[MatcherLike] = []
+
+
+def ignore_globally(*matchers: MatcherLike) -> Callable[[], None]:
+    """Register matchers for every later check in this process.
+
+    Meant for ``conftest.py`` and for libraries whose background threads are
+    process-wide singletons.  Returns a function that unregisters them again.
+    """
+    checked = validate_matchers(matchers, "ignore_globally")
+    with _global_lock:
+        _global_matchers.extend(checked)
+
+    def unregister() -> None:
+        with _global_lock:
+            for matcher in checked:
+                if matcher in _global_matchers:
+                    _global_matchers.remove(matcher)
+
+    return unregister
+
+
+def global_matchers() -> Tuple[MatcherLike, ...]:
+    with _global_lock:
+        return tuple(_global_matchers)
+
+
+def is_ignored(info: Info, matchers: Iterable[MatcherLike]) -> bool:
+    return any(matcher(info) for matcher in matchers)

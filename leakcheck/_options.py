@@ -1,0 +1,76 @@
+"""The options vocabulary shared by every entry point, validated up front.
+
+Every public entry point takes the same keyword names, and every mistake is a
+``TypeError`` or ``ValueError`` raised where the option is given, never a
+surprise when the checked block ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Tuple, Union
+
+from ._matching import MatcherLike, StackPatterns, validate_matchers, validate_patterns
+from ._report import LeakReport
+
+OnLeak = Union[str, Callable[[LeakReport], object]]
+_ON_LEAK_ACTIONS = ("raise", "warn")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    threads: bool = True
+    tasks: bool = True
+    timeout: float = 1.0
+    ignore: Tuple[MatcherLike, ...] = ()
+    forbid: StackPatterns = ()
+    on_leak: OnLeak = "raise"
+    cancel_tasks: bool = False
+
+
+def check_timeout(timeout: object, what: str = "timeout") -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds, not {type(timeout).__name__}")
+    value = float(timeout)
+    if math.isnan(value) or value < 0 or math.isinf(value):
+        raise ValueError(f"{what} must be a finite number of seconds >= 0, not {timeout!r}")
+    return value
+
+
+def _check_flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
+def _check_on_leak(on_leak: object) -> OnLeak:
+    if isinstance(on_leak, str):
+        if on_leak not in _ON_LEAK_ACTIONS:
+            raise ValueError(f"on_leak must be 'raise', 'warn' or a callable, not {on_leak!r}")
+        return on_leak
+    if callable(on_leak):
+        return on_leak
+    raise TypeError(f"on_leak must be 'raise', 'warn' or a callable, not {type(on_leak).__name__}")
+
+
+def make_options(
+    *,
+    threads: object = True,
+    tasks: object = True,
+    timeout: object = 1.0,
+    ignore: object = (),
+    forbid: object = (),
+    on_leak: object = "raise",
+    cancel_tasks: object = False,
+) -> Options:
+    """Validate raw keyword options into an :class:`Options`."""
+    return Options(
+        threads=_check_flag(threads, "threads"),
+        tasks=_check_flag(tasks, "tasks"),
+        timeout=check_timeout(timeout),
+        ignore=validate_matchers(ignore),
+        forbid=validate_patterns(forbid, "forbid"),
+        on_leak=_check_on_leak(on_leak),
+        cancel_tasks=_check_flag(cancel_tasks, "cancel_tasks"),
+    )

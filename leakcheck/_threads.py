@@ -1,0 +1,87 @@
+"""Capture of threads: census, stacks, and waiting by joining."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import weakref
+from typing import AbstractSet, Any, FrozenSet, Hashable, List, Sequence
+
+from ._frames import thread_frames
+from ._model import ThreadInfo, format_frames
+
+_helpers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+_SELF_MODULES = ("leakcheck.",)
+_DUMMY_POLL_CAP = 0.02
+
+
+def start_helper(target: Any, name: str) -> threading.Thread:
+    """Start one of leakcheck's own threads, which no check ever reports."""
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    _helpers.add(thread)
+    thread.start()
+    return thread
+
+
+def is_helper(thread: threading.Thread) -> bool:
+    return thread in _helpers
+
+
+class ThreadProbe:
+    option = "threads"
+
+    def census(self) -> FrozenSet[threading.Thread]:
+        # Thread objects, not idents: an ident is reused as soon as a thread
+        # ends, which would hide a new thread behind an old one's ident.
+        return frozenset(threading.enumerate())
+
+    def resolve(self, tokens: AbstractSet[Hashable]) -> List[threading.Thread]:
+        return [t for t in tokens if isinstance(t, threading.Thread) and t.is_alive() and not is_helper(t)]
+
+    def live(self) -> List[threading.Thread]:
+        return [t for t in threading.enumerate() if not is_helper(t)]
+
+    def is_alive(self, obj: Any) -> bool:
+        thread: threading.Thread = obj
+        if isinstance(thread, threading._DummyThread):
+            return thread.ident in sys._current_frames()
+        return thread.is_alive()
+
+    def describe(self, objs: Sequence[Any]) -> List[ThreadInfo]:
+        frames_by_ident = sys._current_frames()
+        try:
+            infos = []
+            for thread in objs:
+                ident = thread.ident or 0
+                frames = thread_frames(frames_by_ident.get(ident), _SELF_MODULES)
+                infos.append(
+                    ThreadInfo(
+                        ident=ident,
+                        native_id=getattr(thread, "native_id", None),
+                        name=thread.name,
+                        daemon=thread.daemon,
+                        frames=frames,
+                        stack=format_frames(frames),
+                    )
+                )
+            return infos
+        finally:
+            frames_by_ident.clear()  # drop every frame reference now, not at the next GC
+
+    def wait(self, objs: Sequence[Any], deadline: float) -> None:
+        polled = []
+        for thread in objs:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                return
+            if isinstance(thread, threading._DummyThread):
+                polled.append(thread)  # not started by threading: cannot be joined
+            elif thread is not threading.current_thread():
+                thread.join(timeout)
+        delay = 0.001
+        while polled and time.monotonic() < deadline:
+            polled = [t for t in polled if self.is_alive(t)]
+            if polled:
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, _DUMMY_POLL_CAP)

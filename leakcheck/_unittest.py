@@ -1,0 +1,115 @@
+"""unittest integration: the class decorator and the two base classes.
+
+The checked window of a test runs from before ``setUp`` to after the last
+cleanup: the check is registered as the test's *first* cleanup, and cleanups
+run last-in first-out, so it runs after ``tearDown`` and every other cleanup.
+Raised from a cleanup, a :class:`LeakError` (an ``AssertionError``) is
+recorded as a failure of that very test, next to any failure of its own.
+For ``IsolatedAsyncioTestCase`` the check is an async cleanup: it runs on the
+test's loop before that loop cancels what is left, so pending tasks get their
+grace period and are then reported instead of being cancelled silently.
+"""
+
+from __future__ import annotations
+
+import unittest
+from typing import Any, ClassVar, Dict, Optional, TypeVar
+
+from ._check import LeakCheck, _Block, no_leaks
+from ._report import LeakError
+
+T = TypeVar("T", bound=type)
+
+
+def _as_test_failure(case: unittest.TestCase, error: LeakError) -> BaseException:
+    if isinstance(error, case.failureException):
+        return error
+    return case.failureException(str(error))
+
+
+def _finish(case: unittest.TestCase, block: _Block) -> None:
+    try:
+        block.finish(None)
+    except LeakError as error:
+        raise _as_test_failure(case, error) from None
+
+
+async def _finish_async(case: unittest.TestCase, block: _Block) -> None:
+    try:
+        await block.finish_async(None)
+    except LeakError as error:
+        raise _as_test_failure(case, error) from None
+
+
+def _is_skipped(case: unittest.TestCase) -> bool:
+    method = getattr(case, case._testMethodName, None)
+    return bool(getattr(type(case), "__unittest_skip__", False) or getattr(method, "__unittest_skip__", False))
+
+
+def start_test_check(case: unittest.TestCase, check: LeakCheck) -> None:
+    """Begin the checked window of one test; it ends after its last cleanup."""
+    if not case._testMethodName.startswith("test") or _is_skipped(case):
+        return
+    block = check.start()
+    if isinstance(case, unittest.IsolatedAsyncioTestCase):
+        case.addAsyncCleanup(_finish_async, case, block)
+    else:
+        case.addCleanup(_finish, case, block)
+
+
+def decorate_testcase(cls: T, check: LeakCheck) -> T:
+    if not issubclass(cls, unittest.TestCase):
+        raise TypeError(f"no_leaks decorates unittest.TestCase subclasses, not the class {cls.__qualname__}")
+    original_run = cls.run
+
+    def run(self: unittest.TestCase, result: Optional[unittest.TestResult] = None) -> Any:
+        start_test_check(self, check)
+        return original_run(self, result)
+
+    run.__qualname__ = f"{cls.__qualname__}.run"
+    run.__doc__ = original_run.__doc__
+    cls.run = run  # type: ignore[method-assign]
+    return cls
+
+
+class _LeakCheckMixin:
+    leakcheck_options: ClassVar[Dict[str, Any]] = {}
+    """Options for :func:`no_leaks`, checked when the class is defined."""
+
+    _leakcheck: ClassVar[LeakCheck]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._leakcheck = _check_for(cls)
+
+
+def _check_for(cls: type) -> LeakCheck:
+    options = getattr(cls, "leakcheck_options", {})
+    if not isinstance(options, dict):
+        raise TypeError(f"{cls.__qualname__}.leakcheck_options must be a dict, not {type(options).__name__}")
+    check: LeakCheck = no_leaks(**options)
+    return check
+
+
+class LeakCheckTestCase(_LeakCheckMixin, unittest.TestCase):
+    """A ``TestCase`` that fails every test leaving threads or tasks behind.
+
+    The window covers ``setUp``, the test, ``tearDown`` and the cleanups.
+    Configure it with the class attribute ``leakcheck_options``.
+    """
+
+    def run(self, result: Optional[unittest.TestResult] = None) -> Any:
+        start_test_check(self, type(self)._leakcheck)
+        return super().run(result)
+
+
+class AsyncLeakCheckTestCase(_LeakCheckMixin, unittest.IsolatedAsyncioTestCase):
+    """An ``IsolatedAsyncioTestCase`` that fails tests leaving threads or tasks behind.
+
+    Tasks still pending when the test ends are leaks, where the base class
+    would cancel them silently.
+    """
+
+    def run(self, result: Optional[unittest.TestResult] = None) -> Any:
+        start_test_check(self, type(self)._leakcheck)
+        return super().run(result)

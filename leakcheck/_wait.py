@@ -1,0 +1,123 @@
+"""Waiting: the grace period, shared by blocking and ``async`` callers.
+
+Checks are written once, as generators that yield :class:`Wait` requests
+("wait for these objects until this deadline") and return their result.  A
+blocking caller runs them with :func:`run_blocking`; a coroutine runs them with
+:func:`run_async`, which keeps its event loop turning meanwhile so the tasks
+being waited for can actually finish.  Neither ever sleeps for a fixed time:
+threads are joined, tasks are awaited or signal completion through a done
+callback, and nothing waits at all when there is nothing to wait for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Generator, List, Sequence, Tuple, TypeVar
+
+from . import _asyncio_compat as compat
+from ._probes import Probe, remaining
+from ._threads import start_helper
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Wait:
+    """Wait until every object has finished, or until ``deadline``.
+
+    With no objects at all it is a plain pause until ``deadline``: used only
+    when polling for a stack to change, never in a clean check.
+    """
+
+    objects: Tuple[Tuple[Probe, Sequence[Any]], ...]
+    deadline: float
+
+
+Steps = Generator[Wait, None, T]
+
+
+def _wait_blocking(request: Wait) -> None:
+    if not any(objs for _, objs in request.objects):
+        time.sleep(remaining(request.deadline))
+        return
+    for probe, objs in request.objects:
+        probe.wait(objs, request.deadline)
+
+
+def run_blocking(steps: Steps[T]) -> T:
+    """Drive a check to its end, blocking the calling thread while it waits."""
+    try:
+        request = next(steps)
+        while True:
+            _wait_blocking(request)
+            request = steps.send(None)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+    finally:
+        steps.close()  # on an error, let go of the suspects at once
+
+
+async def _wait_async(request: Wait) -> None:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    local: List[Any] = []
+    elsewhere = False
+    for probe, objs in request.objects:
+        for obj in objs:
+            if probe.option == "tasks" and obj.get_loop() is loop:
+                local.append(obj)
+            else:
+                elsewhere = True
+    timeout = remaining(request.deadline)
+    if not elsewhere:
+        if local:
+            await asyncio.wait(local, timeout=timeout)
+        else:
+            await asyncio.sleep(timeout)
+        return
+    # Joining threads would block this loop, and the loop must keep running so
+    # that its own tasks can finish: one helper thread does the blocking part.
+    finished = loop.create_future()
+
+    def resolve() -> None:
+        if not finished.done():
+            finished.set_result(None)
+
+    def wait_then_resolve() -> None:
+        try:
+            _wait_blocking(request)
+        finally:
+            try:
+                loop.call_soon_threadsafe(resolve)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+    start_helper(wait_then_resolve, "leakcheck-waiter")
+    await finished
+
+
+async def run_async(steps: Steps[T]) -> T:
+    """Drive a check to its end without blocking the running event loop."""
+    if compat.running_loop() is None:  # e.g. trio: no asyncio loop to keep turning
+        return run_blocking(steps)
+    try:
+        request = next(steps)
+        while True:
+            await _wait_async(request)
+            request = steps.send(None)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+    finally:
+        steps.close()
+
+
+def backoff_deadlines(deadline: float, first: float = 0.001, cap: float = 0.032) -> Generator[float, None, None]:
+    """Slice deadlines for polling, doubling from ``first`` up to ``cap``."""
+    step = first
+    while True:
+        yield min(deadline, time.monotonic() + step)
+        step = min(step * 2, cap)
