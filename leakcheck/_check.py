@@ -17,7 +17,7 @@ from ._compare import check_steps, enabled_probes, take_census
 from ._matching import MatcherLike, StackPattern
 from ._model import Snapshot
 from ._options import OnLeak, Options, make_options
-from ._probes import Census
+from ._probes import Census, Probe
 from ._report import LeakError, LeakReport, LeakWarning
 from ._wait import run_async, run_blocking
 
@@ -81,17 +81,18 @@ def act_on_report(report: LeakReport, options: Options, error: Optional[BaseExce
 class _Block:
     """One entry into a checked block: the census taken when it started."""
 
-    __slots__ = ("before", "options")
+    __slots__ = ("before", "options", "probes")
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: Options, probes: Tuple[Probe, ...]) -> None:
         self.options = options
-        self.before: Census = take_census(enabled_probes(options))
+        self.probes = probes
+        self.before: Census = take_census(probes)
 
     def finish(self, error: Optional[BaseException]) -> None:
         if isinstance(error, _SKIP_CHECK_ON):
             return
         try:
-            report = run_blocking(check_steps(self.before, self.options))
+            report = run_blocking(check_steps(self.before, self.options, self.probes))
         except Exception as failure:
             if error is None:
                 raise
@@ -106,7 +107,7 @@ class _Block:
         if isinstance(error, _SKIP_CHECK_ON):
             return
         try:
-            report = await run_async(check_steps(self.before, self.options))
+            report = await run_async(check_steps(self.before, self.options, self.probes))
         except Exception as failure:
             if error is None:
                 raise
@@ -135,16 +136,17 @@ class LeakCheck:
 
     def __init__(self, options: Options) -> None:
         self.options = options
+        self._probes = enabled_probes(options)
 
     def __repr__(self) -> str:
         return f"<LeakCheck {self.options}>"
 
     def start(self) -> _Block:
         """Take the baseline census for one checked window."""
-        return _Block(self.options)
+        return _Block(self.options, self._probes)
 
     def _push(self) -> None:
-        _open_blocks.set((*_open_blocks.get(), (self, _Block(self.options))))
+        _open_blocks.set((*_open_blocks.get(), (self, self.start())))
 
     def _pop(self) -> _Block:
         blocks = _open_blocks.get()

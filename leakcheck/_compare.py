@@ -93,11 +93,12 @@ def live_described(probes: Sequence[Probe]) -> List[Tuple[Probe, Any, Info]]:
     return found
 
 
-def check_steps(before: Census, options: Options) -> Steps[LeakReport]:
+def check_steps(before: Census, options: Options, probes: Optional[Sequence[Probe]] = None) -> Steps[LeakReport]:
     """Compare now with ``before``; see the module docstring for the order."""
     started = time.monotonic()
     deadline = started + options.timeout
-    probes = enabled_probes(options)
+    if probes is None:
+        probes = enabled_probes(options)
     after = take_census(probes)
     exempt = _exempt_objects()
     suspects: Dict[Probe, List[Any]] = {}

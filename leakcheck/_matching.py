@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 import sys
 import threading
-from typing import Callable, Iterable, List, Pattern, Tuple, Union
+from collections.abc import Iterable
+from typing import Callable, List, Pattern, Tuple, Union
 
 from ._model import Info, describe_block
 
@@ -110,6 +111,8 @@ def ignore_any_function(qualname: str) -> Matcher:
 
 def validate_matchers(matchers: object, what: str = "ignore") -> Tuple[MatcherLike, ...]:
     """Check an ``ignore=`` value: a matcher, or an iterable of matchers."""
+    if matchers == ():
+        return ()
     if callable(matchers):
         return (matchers,)
     if isinstance(matchers, (str, bytes)) or not isinstance(matchers, Iterable):
@@ -146,6 +149,8 @@ class _StackPatternMatcher:
 
 def validate_patterns(patterns: object, what: str) -> Tuple[_StackPatternMatcher, ...]:
     """Check stack keywords: a str, a compiled pattern, or an iterable of those."""
+    if patterns == ():
+        return ()
     items: Iterable[object]
     if isinstance(patterns, (str, re.Pattern)):
         items = (patterns,)
