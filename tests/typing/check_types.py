@@ -7,6 +7,7 @@ mypy run when a decorator loses a signature or a return type.
 from __future__ import annotations
 
 import unittest
+
 from typing_extensions import assert_type
 
 import leakcheck
