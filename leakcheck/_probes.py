@@ -11,9 +11,7 @@ threads and tasks without touching it.
 from __future__ import annotations
 
 import time
-from typing import AbstractSet, Any, Dict, Hashable, List, Sequence, Tuple
-
-from typing_extensions import Protocol
+from typing import AbstractSet, Any, Dict, Hashable, List, Protocol, Sequence, Tuple
 
 from ._model import Info
 
