@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 import weakref
-from typing import TYPE_CHECKING, Any, FrozenSet, Iterable, List, Optional, Set
+from typing import TYPE_CHECKING, AbstractSet, Any, FrozenSet, Iterable, List, Optional, Set, Tuple
 
 if TYPE_CHECKING:
     import asyncio
@@ -27,13 +27,34 @@ if TYPE_CHECKING:
 _EMPTY: FrozenSet[Any] = frozenset()
 
 
-def _registries(tasks_module: Any) -> Optional[List[Any]]:
-    found = [
-        getattr(tasks_module, name)
-        for name in ("_all_tasks", "_scheduled_tasks", "_eager_tasks")
-        if hasattr(tasks_module, name)
-    ]
-    return found or None
+_REGISTRY_NAMES = ("_all_tasks", "_scheduled_tasks", "_eager_tasks")
+_names_for: Tuple[Any, Tuple[str, ...]] = (None, ())
+
+
+def _registries() -> Optional[List[Any]]:
+    """The task registries of this version; ``[]`` before asyncio is imported.
+
+    ``None`` means this version has none that leakcheck knows (the fallback).
+    """
+    global _names_for
+    module = sys.modules.get("asyncio.tasks")
+    if module is None:
+        return []
+    cached_module, names = _names_for
+    if cached_module is not module:  # looked up once: hasattr on a missing name is slow
+        names = tuple(name for name in _REGISTRY_NAMES if hasattr(module, name))
+        _names_for = (module, names)
+    if not names:
+        return None
+    return [getattr(module, name) for name in names]
+
+
+def _weak_tokens(registry: Any) -> AbstractSet[Any]:
+    data = getattr(registry, "data", None)
+    if data is not None:  # a WeakSet: its data already is a set of weak references
+        return data  # type: ignore[no-any-return]
+    # A plain set of tasks (eager tasks on 3.12+): copied in one C-level step.
+    return {weakref.ref(task) for task in list(registry)}
 
 
 def task_tokens() -> FrozenSet[Any]:
@@ -44,20 +65,26 @@ def task_tokens() -> FrozenSet[Any]:
     reuse its ``id``.  Copying ``WeakSet.data`` is a single C-level operation,
     so it cannot fail when another thread adds a task meanwhile.
     """
-    asyncio_tasks = sys.modules.get("asyncio.tasks")
-    if asyncio_tasks is None:
-        return _EMPTY
-    registries = _registries(asyncio_tasks)
+    registries = _registries()
     if registries is None:
         return frozenset(weakref.ref(task) for task in _fallback_all_tasks())
-    tokens: Set[Any] = set()
+    tokens: FrozenSet[Any] = _EMPTY
     for registry in registries:
-        data = getattr(registry, "data", None)
-        if data is not None:  # a WeakSet: its data already holds weak references
-            tokens.update(data)
-        elif registry:
-            tokens.update(weakref.ref(task) for task in list(registry))
-    return frozenset(tokens)
+        if registry:
+            tokens = tokens.union(_weak_tokens(registry)) if tokens else frozenset(_weak_tokens(registry))
+    return tokens
+
+
+def new_task_tokens(before: AbstractSet[Any]) -> AbstractSet[Any]:
+    """The tokens of tasks not in ``before``, without copying every registry first."""
+    registries = _registries()
+    if registries is None:
+        return task_tokens() - before
+    new: Set[Any] = set()
+    for registry in registries:
+        if registry:
+            new.update(_weak_tokens(registry) - before)
+    return new
 
 
 def all_tasks() -> List[asyncio.Task[Any]]:

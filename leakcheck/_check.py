@@ -264,17 +264,35 @@ def no_leaks(
     ``unittest.TestCase`` classes.  Invalid options raise ``TypeError`` or
     ``ValueError`` here, not when the block ends.
     """
-    options = make_options(
-        threads=threads,
-        tasks=tasks,
-        timeout=timeout,
-        ignore=ignore,
-        forbid=forbid,
-        on_leak=on_leak,
-        cancel_tasks=cancel_tasks,
-    )
-    check = LeakCheck(options)
+    if (
+        threads is True
+        and tasks is True
+        and type(timeout) is float
+        and timeout == 1.0
+        and ignore == ()
+        and forbid == ()
+        and on_leak == "raise"
+        and cancel_tasks is False
+    ):
+        check = _default_check()  # keeps no state, so it can be shared; the common case stays cheap
+    else:
+        check = LeakCheck(
+            make_options(
+                threads=threads,
+                tasks=tasks,
+                timeout=timeout,
+                ignore=ignore,
+                forbid=forbid,
+                on_leak=on_leak,
+                cancel_tasks=cancel_tasks,
+            )
+        )
     return check if target is None else decorate(check, target)
+
+
+@functools.lru_cache(maxsize=1)
+def _default_check() -> LeakCheck:
+    return LeakCheck(make_options())
 
 
 def find_leaks(

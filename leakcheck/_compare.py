@@ -14,6 +14,7 @@ The order of the steps is what makes a check both cheap and fair:
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import weakref
@@ -35,6 +36,11 @@ PROBES: Tuple[Probe, ...] = (THREADS, TASKS)
 
 _reported: weakref.WeakSet[Any] = weakref.WeakSet()
 _reported_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=32)
+def _clean_report(timeout: float) -> LeakReport:
+    return LeakReport(timeout=timeout)
 
 
 def enabled_probes(options: Options) -> Tuple[Probe, ...]:
@@ -99,25 +105,25 @@ def check_steps(before: Census, options: Options, probes: Optional[Sequence[Prob
     deadline = started + options.timeout
     if probes is None:
         probes = enabled_probes(options)
-    after = take_census(probes)
-    exempt = _exempt_objects()
+    new_tokens = [(probe, probe.new_since(before.get(probe.option, frozenset()))) for probe in probes]
     suspects: Dict[Probe, List[Any]] = {}
-    for probe in probes:
-        new = after[probe.option] - before.get(probe.option, frozenset())
-        if new:
-            objs = [obj for obj in probe.resolve(new) if obj not in exempt and obj not in _reported]
+    if any(tokens for _, tokens in new_tokens):
+        exempt = _exempt_objects()
+        for probe, tokens in new_tokens:
+            objs = [obj for obj in probe.resolve(tokens) if obj not in exempt and obj not in _reported]
             if objs:
                 suspects[probe] = objs
-    del after
+    del new_tokens
     if not suspects and not options.forbid:
-        return LeakReport(timeout=options.timeout)
+        return _clean_report(options.timeout)
 
     matchers: List[MatcherLike] = [*options.ignore, *global_matchers()]
     idle_worker = _idle_executor_matcher()
     if idle_worker is not None:
         matchers.append(idle_worker)
-    for probe in list(suspects):
-        suspects[probe], _ = _not_ignored(probe, suspects[probe], matchers)
+    if matchers:
+        for probe in list(suspects):
+            suspects[probe], _ = _not_ignored(probe, suspects[probe], matchers)
     if any(suspects.values()):
         yield Wait(tuple(suspects.items()), deadline)
 

@@ -23,6 +23,9 @@ class Probe(Protocol):
     def census(self) -> AbstractSet[Hashable]:
         """Identity tokens of every live resource; must be cheap, no stacks."""
 
+    def new_since(self, before: AbstractSet[Hashable]) -> AbstractSet[Hashable]:
+        """Tokens of live resources not in ``before`` (a :meth:`census`); as cheap."""
+
     def resolve(self, tokens: AbstractSet[Hashable]) -> List[Any]:
         """The live objects behind ``tokens``; dead ones are dropped."""
 

@@ -33,6 +33,9 @@ class TaskProbe:
     def census(self) -> AbstractSet[Hashable]:
         return compat.task_tokens()
 
+    def new_since(self, before: AbstractSet[Hashable]) -> AbstractSet[Hashable]:
+        return compat.new_task_tokens(before)
+
     def resolve(self, tokens: AbstractSet[Hashable]) -> List[Any]:
         live = []
         for token in tokens:
@@ -48,7 +51,7 @@ class TaskProbe:
         return not obj.done()
 
     def describe(self, objs: Sequence[Any]) -> List[TaskInfo]:
-        infos = []
+        infos: List[TaskInfo] = []
         for task in objs:
             coro = task.get_coro()
             frames = coroutine_frames(coro)

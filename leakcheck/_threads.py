@@ -36,6 +36,9 @@ class ThreadProbe:
         # ends, which would hide a new thread behind an old one's ident.
         return frozenset(threading.enumerate())
 
+    def new_since(self, before: AbstractSet[Hashable]) -> AbstractSet[Hashable]:
+        return set(threading.enumerate()).difference(before)
+
     def resolve(self, tokens: AbstractSet[Hashable]) -> List[threading.Thread]:
         return [t for t in tokens if isinstance(t, threading.Thread) and t.is_alive() and not is_helper(t)]
 
@@ -49,6 +52,8 @@ class ThreadProbe:
         return thread.is_alive()
 
     def describe(self, objs: Sequence[Any]) -> List[ThreadInfo]:
+        if not objs:
+            return []
         frames_by_ident = sys._current_frames()
         try:
             infos = []
