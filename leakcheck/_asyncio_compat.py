@@ -163,9 +163,11 @@ def task_state(task: asyncio.Task[Any]) -> str:
         return "done"
     cancelling = getattr(task, "cancelling", None)  # 3.11+
     if callable(cancelling):
-        if cancelling():
-            return "cancelling"
-    elif getattr(task, "_must_cancel", False):
+        return "cancelling" if cancelling() else "pending"
+    # Before 3.11, cancelling a task suspended on a future cancels that future
+    # instead of setting _must_cancel.
+    waiter = getattr(task, "_fut_waiter", None)
+    if getattr(task, "_must_cancel", False) or (waiter is not None and waiter.cancelled()):
         return "cancelling"
     return "pending"
 

@@ -8,39 +8,82 @@ It never reads ``f_locals``: on Python < 3.13 that writes into the frame.
 
 from __future__ import annotations
 
+import gc
 import linecache
 import sys
 from types import CodeType, FrameType
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from ._model import Frame
 
 _HAS_CO_QUALNAME = sys.version_info >= (3, 11)
+_CO_NEWLOCALS = 0x0002
 _QUALNAME_CACHE_LIMIT = 4096
 _qualname_cache: Dict[CodeType, str] = {}
 
 
-def _owner_qualname(code: CodeType, namespace: Dict[str, Any]) -> str:
-    """Best effort ``co_qualname`` for Python < 3.11.
+def _functions_of(value: Any, module: object, depth: int = 0) -> Iterator[Any]:
+    """Functions defined in ``module`` reachable from a global: itself, or a class's methods."""
+    if getattr(value, "__module__", None) != module:
+        return
+    if isinstance(value, type):
+        if depth > 8:
+            return
+        for member in list(vars(value).values()):
+            if isinstance(member, type):
+                # Only classes nested here, not aliases of classes defined elsewhere.
+                if member.__qualname__.startswith(value.__qualname__ + "."):
+                    yield from _functions_of(member, module, depth + 1)
+                continue
+            if isinstance(member, property):
+                candidates = [member.fget, member.fset, member.fdel]
+            else:
+                candidates = [getattr(member, "__func__", member)]  # staticmethod, classmethod
+            for candidate in candidates:
+                yield from _unwrapped(candidate)
+    else:
+        yield from _unwrapped(value)
 
-    Looks for a class in the module's globals that defines a function with
-    this very code object; nested functions and classes fall back to the bare
-    function name.
+
+def _unwrapped(function: Any) -> Iterator[Any]:
+    """A function and the functions it wraps (``functools.wraps`` sets ``__wrapped__``)."""
+    seen = 0
+    while function is not None and seen < 16:
+        if isinstance(getattr(function, "__code__", None), CodeType):
+            yield function
+        function = getattr(function, "__wrapped__", None)
+        seen += 1
+
+
+def _find_in(code: CodeType, qualname: str, target: CodeType) -> Optional[str]:
+    """Search ``code`` and the code objects nested in it for ``target``."""
+    if code is target:
+        return qualname
+    # A function's nested definitions are "<locals>"; a class body's are not.
+    separator = ".<locals>." if code.co_flags & _CO_NEWLOCALS else "."
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            found = _find_in(const, f"{qualname}{separator}{const.co_name}", target)
+            if found is not None:
+                return found
+    return None
+
+
+def _owner_qualname(code: CodeType, namespace: Dict[str, Any]) -> str:
+    """``co_qualname`` for Python < 3.11, which does not have it.
+
+    Searches the functions the frame's module defines (with the methods of its
+    classes, nested classes and decorated functions) for the code object, then
+    the code objects nested in them, which gives nested functions their
+    ``outer.<locals>.inner`` name.  Code that cannot be found keeps its bare name.
     """
-    name = code.co_name
-    candidate = namespace.get(name)
-    if getattr(candidate, "__code__", None) is code:
-        return name
+    module = namespace.get("__name__")
     for value in list(namespace.values()):
-        if not isinstance(value, type):
-            continue
-        member = value.__dict__.get(name)
-        function = getattr(member, "__func__", member)  # staticmethod, classmethod
-        if isinstance(member, property):
-            function = member.fget
-        if getattr(function, "__code__", None) is code:
-            return f"{value.__qualname__}.{name}"
-    return name
+        for function in _functions_of(value, module):
+            found = _find_in(function.__code__, function.__qualname__, code)
+            if found is not None:
+                return found
+    return code.co_name
 
 
 def code_qualname(code: CodeType, namespace: Dict[str, Any]) -> str:
@@ -88,6 +131,16 @@ def thread_frames(frame: Optional[FrameType], skip_modules: Tuple[str, ...] = ()
 
 _AWAIT_ATTRS = ("cr_await", "gi_yieldfrom", "ag_await")
 _FRAME_ATTRS = ("cr_frame", "gi_frame", "ag_frame")
+# What ``async for`` and ``await agen.asend()`` await: they expose no attribute
+# leading to their async generator, but they hold a reference to it.
+_ASYNC_GEN_STEPS = ("async_generator_asend", "async_generator_athrow")
+
+
+def _async_generator_of(step: object) -> Any:
+    for referent in gc.get_referents(step):
+        if hasattr(referent, "ag_frame"):
+            return referent
+    return None
 
 
 def coroutine_frames(coro: object) -> Tuple[Frame, ...]:
@@ -115,5 +168,7 @@ def coroutine_frames(coro: object) -> Tuple[Frame, ...]:
             following = getattr(current, attr, None)
             if following is not None:
                 break
+        if following is None and type(current).__name__ in _ASYNC_GEN_STEPS:
+            following = _async_generator_of(current)
         current = following
     return tuple(records)

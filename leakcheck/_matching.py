@@ -8,7 +8,6 @@ Python names.  A matcher is any callable taking a :class:`ThreadInfo` or
 from __future__ import annotations
 
 import re
-import sys
 import threading
 from collections.abc import Iterable
 from typing import Callable, List, Pattern, Tuple, Union
@@ -19,8 +18,6 @@ StackPattern = Union[str, Pattern[str]]
 """A keyword: a ``str`` is a substring, a compiled pattern is searched."""
 
 MatcherLike = Callable[[Info], bool]
-
-_HAS_CO_QUALNAME = sys.version_info >= (3, 11)
 
 
 class Matcher:
@@ -41,24 +38,12 @@ class _NameMatcher(Matcher):
         return f"ignore_name({self._pattern.pattern!r})"
 
 
-def _function_matches(frame_function: str, wanted: str) -> bool:
-    if frame_function == wanted:
-        return True
-    # Before 3.11 a nested function's qualname cannot be recovered from its
-    # frame, so "mod.outer.<locals>.inner" shows up as "mod.inner".
-    if not _HAS_CO_QUALNAME and ".<locals>." in wanted:
-        module_and_outer, _, inner = wanted.rpartition(".<locals>.")
-        head, _, tail = frame_function.rpartition(".")
-        return tail == inner.rpartition(".")[2] and module_and_outer.startswith(head + ".")
-    return False
-
-
 class _TopFunctionMatcher(Matcher):
     def __init__(self, qualname: str) -> None:
         self._qualname = qualname
 
     def __call__(self, info: Info) -> bool:
-        return bool(info.frames) and _function_matches(info.frames[-1].function, self._qualname)
+        return bool(info.frames) and info.frames[-1].function == self._qualname
 
     def __repr__(self) -> str:
         return f"ignore_top_function({self._qualname!r})"
@@ -66,7 +51,7 @@ class _TopFunctionMatcher(Matcher):
 
 class _AnyFunctionMatcher(_TopFunctionMatcher):
     def __call__(self, info: Info) -> bool:
-        return any(_function_matches(frame.function, self._qualname) for frame in info.frames)
+        return any(frame.function == self._qualname for frame in info.frames)
 
     def __repr__(self) -> str:
         return f"ignore_any_function({self._qualname!r})"

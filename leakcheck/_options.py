@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from typing import Callable, Tuple, Union
 
 from ._matching import MatcherLike, StackPatterns, validate_matchers, validate_patterns
@@ -35,6 +36,8 @@ def check_timeout(timeout: object, what: str = "timeout") -> float:
     value = float(timeout)
     if math.isnan(value) or value < 0 or math.isinf(value):
         raise ValueError(f"{what} must be a finite number of seconds >= 0, not {timeout!r}")
+    if value > threading.TIMEOUT_MAX:  # what Thread.join and Event.wait accept
+        raise ValueError(f"{what} must be at most threading.TIMEOUT_MAX ({threading.TIMEOUT_MAX:g} s), not {timeout!r}")
     return value
 
 

@@ -31,16 +31,18 @@ def is_helper(thread: threading.Thread) -> bool:
 class ThreadProbe:
     option = "threads"
 
-    def census(self) -> FrozenSet[threading.Thread]:
-        # Thread objects, not idents: an ident is reused as soon as a thread
-        # ends, which would hide a new thread behind an old one's ident.
-        return frozenset(threading.enumerate())
+    def census(self) -> FrozenSet[Hashable]:
+        # Weak references to Thread objects: not idents, which are reused as
+        # soon as a thread ends and would hide a new thread behind an old one;
+        # and not the objects, which a kept Snapshot would otherwise pin.
+        return frozenset(map(weakref.ref, threading.enumerate()))
 
     def new_since(self, before: AbstractSet[Hashable]) -> AbstractSet[Hashable]:
-        return set(threading.enumerate()).difference(before)
+        return set(map(weakref.ref, threading.enumerate())).difference(before)
 
     def resolve(self, tokens: AbstractSet[Hashable]) -> List[threading.Thread]:
-        return [t for t in tokens if isinstance(t, threading.Thread) and t.is_alive() and not is_helper(t)]
+        threads = (token() for token in tokens if isinstance(token, weakref.ref))
+        return [t for t in threads if isinstance(t, threading.Thread) and t.is_alive() and not is_helper(t)]
 
     def live(self) -> List[threading.Thread]:
         return [t for t in threading.enumerate() if not is_helper(t)]
