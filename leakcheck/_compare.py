@@ -38,6 +38,14 @@ _reported: weakref.WeakSet[Any] = weakref.WeakSet()
 _reported_lock = threading.Lock()
 
 
+def _thread_order(info: ThreadInfo) -> Tuple[str, int]:
+    return (info.name, info.native_id or 0)
+
+
+def _task_order(info: TaskInfo) -> Tuple[str, str]:
+    return (info.name, info.coro)
+
+
 @functools.lru_cache(maxsize=32)
 def _clean_report(timeout: float) -> LeakReport:
     return LeakReport(timeout=timeout)
@@ -137,7 +145,7 @@ def check_steps(before: Census, options: Options, probes: Optional[Sequence[Prob
         for slice_deadline in backoff_deadlines(deadline):
             matches = [
                 (probe, obj, info)
-                for probe, obj, info in live_described(probes)
+                for probe, obj, info in live_described(PROBES)  # every kind: ``forbid`` is about all stacks
                 if any(pattern.matches(info) for pattern in options.forbid)
             ]
             forbidden = [info for _, _, info in matches]
@@ -152,8 +160,8 @@ def check_steps(before: Census, options: Options, probes: Optional[Sequence[Prob
     thread_infos = leaked.get(THREADS, no_leak)[1]
     task_objs, task_infos = leaked.get(TASKS, no_leak)
     report = LeakReport(
-        threads=tuple(info for info in thread_infos if isinstance(info, ThreadInfo)),
-        tasks=tuple(info for info in task_infos if isinstance(info, TaskInfo)),
+        threads=tuple(sorted((i for i in thread_infos if isinstance(i, ThreadInfo)), key=_thread_order)),
+        tasks=tuple(sorted((i for i in task_infos if isinstance(i, TaskInfo)), key=_task_order)),
         forbidden=tuple(forbidden),
         forbid=tuple(repr(pattern) for pattern in options.forbid),
         waited=time.monotonic() - started,

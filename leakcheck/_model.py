@@ -117,5 +117,7 @@ class Snapshot:
     def __str__(self) -> str:
         infos: Tuple[Info, ...] = (*self.threads, *self.tasks)
         blocks = [describe_block(info) for info in infos]
-        head = f"leakcheck snapshot of pid {self.pid}: {len(self.threads)} threads, {len(self.tasks)} tasks\n\n"
+        threads = f"{len(self.threads)} thread{'' if len(self.threads) == 1 else 's'}"
+        tasks = f"{len(self.tasks)} task{'' if len(self.tasks) == 1 else 's'}"
+        head = f"leakcheck snapshot of pid {self.pid}: {threads}, {tasks}\n\n"
         return head + "\n".join(blocks)

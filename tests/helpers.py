@@ -1,0 +1,126 @@
+"""Small helpers shared by the core API tests: parked threads and a loop in a thread.
+
+Everything started here is released and joined (or cancelled and awaited) when
+its context manager exits, whatever happened inside, so no test spills threads
+or tasks into the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from typing import Any, Callable, Iterator, List, Optional, Set
+
+JOIN_TIMEOUT = 5.0
+
+# The event loop holds only weak references to its tasks, and a task parked on a
+# future is a collectable reference cycle: keep the tasks made here alive until done.
+_running_tasks: Set[asyncio.Task[Any]] = set()
+
+
+def park(release: threading.Event) -> None:
+    release.wait()
+
+
+class ParkedThreads:
+    """Starts threads that stay alive until :meth:`release`.
+
+    Each target is called as ``target(release_event, *args)`` and is expected
+    to return once the event is set.
+    """
+
+    def __init__(self) -> None:
+        self.release_event = threading.Event()
+        self.threads: List[threading.Thread] = []
+
+    def start(
+        self,
+        target: Callable[..., Any] = park,
+        *args: Any,
+        name: Optional[str] = None,
+        daemon: bool = True,
+    ) -> threading.Thread:
+        thread = threading.Thread(target=target, args=(self.release_event, *args), name=name, daemon=daemon)
+        self.threads.append(thread)
+        thread.start()
+        return thread
+
+    def release(self) -> None:
+        self.release_event.set()
+        for thread in self.threads:
+            thread.join(JOIN_TIMEOUT)
+        alive = [thread.name for thread in self.threads if thread.is_alive()]
+        assert not alive, f"threads still alive after release: {alive}"
+
+
+@contextlib.contextmanager
+def parked_threads() -> Iterator[ParkedThreads]:
+    threads = ParkedThreads()
+    try:
+        yield threads
+    finally:
+        threads.release()
+
+
+async def _cancel_all_tasks() -> None:
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() if task is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.contextmanager
+def loop_in_thread(name: str = "test-loop", task_factory: Any = None) -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop running forever in a daemon thread.
+
+    On exit every task still on it is cancelled and awaited, then the loop is
+    stopped, its thread joined and the loop closed.
+    """
+    loop = asyncio.new_event_loop()
+    if task_factory is not None:
+        loop.set_task_factory(task_factory)
+    running = threading.Event()
+    loop.call_soon(running.set)
+    thread = threading.Thread(target=loop.run_forever, name=name, daemon=True)
+    thread.start()
+    try:
+        assert running.wait(JOIN_TIMEOUT)
+        yield loop
+    finally:
+        try:
+            asyncio.run_coroutine_threadsafe(_cancel_all_tasks(), loop).result(JOIN_TIMEOUT)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(JOIN_TIMEOUT)
+            if not thread.is_alive():
+                loop.close()
+        assert not thread.is_alive(), "the test loop's thread did not stop"
+
+
+def create_task_on(loop: asyncio.AbstractEventLoop, coro: Any, name: str) -> asyncio.Task[Any]:
+    """Create a task named ``name`` on ``loop``, which runs in another thread.
+
+    Returns once the task has taken its first step, so it sits at its first
+    real suspension point.
+    """
+    created: List[asyncio.Task[Any]] = []
+    done = threading.Event()
+    stepped = threading.Event()
+
+    def create() -> None:
+        try:
+            task = loop.create_task(coro, name=name)
+            _running_tasks.add(task)
+            task.add_done_callback(_running_tasks.discard)
+            created.append(task)
+        finally:
+            done.set()
+
+    loop.call_soon_threadsafe(create)
+    assert done.wait(JOIN_TIMEOUT) and created, "the task was not created"
+    # Callbacks run in order: this one runs after the task's first step.
+    loop.call_soon_threadsafe(stepped.set)
+    assert stepped.wait(JOIN_TIMEOUT)
+    return created[0]
