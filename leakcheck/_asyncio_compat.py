@@ -112,7 +112,9 @@ def _known_loops() -> Iterable[asyncio.AbstractEventLoop]:
     running = running_loop()
     if running is not None:
         loops[id(running)] = running
-    # A loop running in another thread shows up as ``self`` of its run_forever frame.
+    # A loop running in another thread shows up as ``self`` of its run_forever
+    # frame.  Reading f_locals is harmless here: this fallback serves versions
+    # without the registries (3.14+), where f_locals is a read-only proxy.
     for frame in list(sys._current_frames().values()):
         while frame is not None:
             if frame.f_code.co_name == "run_forever":

@@ -48,7 +48,8 @@ def _is_skipped(case: unittest.TestCase) -> bool:
 
 def start_test_check(case: unittest.TestCase, check: LeakCheck) -> None:
     """Begin the checked window of one test; it ends after its last cleanup."""
-    if not case._testMethodName.startswith("test") or _is_skipped(case):
+    name = case._testMethodName
+    if not (name.startswith("test") or name == "runTest") or _is_skipped(case):
         return
     block = check.start()
     if isinstance(case, unittest.IsolatedAsyncioTestCase):
