@@ -49,7 +49,7 @@ def _gone_steps(patterns: StackPatterns, timeout: float) -> Steps[LeakReport]:
         by_probe: Dict[Probe, List[Any]] = {}
         for probe, obj, _ in found:
             by_probe.setdefault(probe, []).append(obj)
-        yield Wait(tuple(by_probe.items()), slice_deadline)
+        yield Wait(tuple(by_probe.items()), slice_deadline, poll=True)
     return LeakReport(
         forbidden=tuple(info for _, _, info in found),
         forbid=tuple(repr(p) for p in patterns),

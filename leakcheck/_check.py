@@ -7,9 +7,10 @@ import functools
 import inspect
 import logging
 import sys
+import threading
 import warnings
 from types import TracebackType
-from typing import Any, Callable, Iterable, Optional, Tuple, Type, TypeVar, Union, overload
+from typing import Any, Callable, Iterable, List, Optional, Tuple, Type, TypeVar, Union, overload
 
 from typing_extensions import ParamSpec
 
@@ -19,7 +20,7 @@ from ._model import Snapshot
 from ._options import OnLeak, Options, make_options
 from ._probes import Census, Probe
 from ._report import LeakError, LeakReport, LeakWarning
-from ._wait import run_async, run_blocking
+from ._wait import Steps, run_async, run_blocking
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -27,8 +28,19 @@ C = TypeVar("C", bound=type)
 
 logger = logging.getLogger("leakcheck")
 
-# Interrupts and interpreter shutdown are no time for a grace period.
+# Code that was interrupted, is exiting, or was abandoned (a generator closed
+# early, a cancelled task) did not run to its end: a leak check would only
+# delay the interruption by its grace period.
 _SKIP_CHECK_ON = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
+def _skips_check(error: Optional[BaseException]) -> bool:
+    if error is None:
+        return False
+    if isinstance(error, _SKIP_CHECK_ON):
+        return True
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and isinstance(error, asyncio.CancelledError)
 
 
 def attach_to_error(error: BaseException, text: str) -> None:
@@ -60,22 +72,26 @@ def _warn_stacklevel() -> int:
 
 
 def act_on_report(report: LeakReport, options: Options, error: Optional[BaseException]) -> None:
-    """Do what ``on_leak`` says with a non-empty report."""
+    """Do what ``on_leak`` says with a non-empty report.
+
+    With the block's own exception in flight, the report is attached to that
+    exception instead, whatever ``on_leak`` says: nothing may replace it, not
+    even a warning turned into an error by ``-W error``.
+    """
     on_leak = options.on_leak
-    if on_leak == "warn":
+    if error is not None:
+        attach_to_error(error, str(report))
+        if callable(on_leak):
+            try:
+                on_leak(report)
+            except BaseException as failure:  # e.g. pytest.fail(): still not allowed to win
+                attach_to_error(error, f"leakcheck: the on_leak callback failed: {failure!r}")
+    elif on_leak == "warn":
         warnings.warn(LeakWarning(report), stacklevel=_warn_stacklevel())
     elif on_leak == "raise":
-        if error is None:
-            raise LeakError(report)
-        attach_to_error(error, str(report))
+        raise LeakError(report)
     elif callable(on_leak):
-        if error is None:
-            on_leak(report)
-            return
-        try:
-            on_leak(report)
-        except Exception as failure:  # the block's own exception takes precedence
-            attach_to_error(error, f"{report}\n\non_leak callback failed: {failure!r}")
+        on_leak(report)
 
 
 class _Block:
@@ -88,33 +104,35 @@ class _Block:
         self.probes = probes
         self.before: Census = take_census(probes)
 
+    def _steps(self) -> Steps[LeakReport]:
+        before, self.before = self.before, {}  # a block is finished once
+        return check_steps(before, self.options, self.probes)
+
     def finish(self, error: Optional[BaseException]) -> None:
-        if isinstance(error, _SKIP_CHECK_ON):
+        """End the block, blocking while suspects get their grace period."""
+        if _skips_check(error):
             return
         try:
-            report = run_blocking(check_steps(self.before, self.options, self.probes))
-        except Exception as failure:
+            report = run_blocking(self._steps())
+        except Exception as failure:  # e.g. a user's ignore matcher raised
             if error is None:
                 raise
             attach_to_error(error, f"leakcheck could not complete its check: {failure!r}")
             return
-        finally:
-            self.before = {}
         if report:
             act_on_report(report, self.options, error)
 
     async def finish_async(self, error: Optional[BaseException]) -> None:
-        if isinstance(error, _SKIP_CHECK_ON):
+        """End the block, keeping the running loop turning during the grace period."""
+        if _skips_check(error):
             return
         try:
-            report = await run_async(check_steps(self.before, self.options, self.probes))
+            report = await run_async(self._steps())
         except Exception as failure:
             if error is None:
                 raise
             attach_to_error(error, f"leakcheck could not complete its check: {failure!r}")
             return
-        finally:
-            self.before = {}
         if report:
             act_on_report(report, self.options, error)
 
@@ -137,6 +155,10 @@ class LeakCheck:
     def __init__(self, options: Options) -> None:
         self.options = options
         self._probes = enabled_probes(options)
+        # Every open block, for a block exited from another context than the one
+        # that entered it (an AsyncExitStack closed by another task, say).
+        self._entered: List[_Block] = []
+        self._entered_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<LeakCheck {self.options}>"
@@ -146,15 +168,24 @@ class LeakCheck:
         return _Block(self.options, self._probes)
 
     def _push(self) -> None:
-        _open_blocks.set((*_open_blocks.get(), (self, self.start())))
+        block = self.start()
+        _open_blocks.set((*_open_blocks.get(), (self, block)))
+        with self._entered_lock:
+            self._entered.append(block)
 
     def _pop(self) -> _Block:
         blocks = _open_blocks.get()
         for index in range(len(blocks) - 1, -1, -1):
             if blocks[index][0] is self:
                 _open_blocks.set(blocks[:index] + blocks[index + 1 :])
-                return blocks[index][1]
-        raise RuntimeError("leakcheck: exiting a block that was never entered in this context")
+                block = blocks[index][1]
+                with self._entered_lock:
+                    self._entered.remove(block)
+                return block
+        with self._entered_lock:
+            if self._entered:
+                return self._entered.pop()
+        raise RuntimeError("leakcheck: exiting a LeakCheck block that was never entered")
 
     def __enter__(self) -> LeakCheck:
         self._push()

@@ -18,7 +18,7 @@ import functools
 import threading
 import time
 import weakref
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import AbstractSet, Any, Dict, List, Optional, Sequence, Tuple
 
 from . import _asyncio_compat as compat
 from ._matching import MatcherLike, global_matchers, is_ignored
@@ -68,24 +68,29 @@ def _exempt_objects() -> List[Any]:
     return exempt
 
 
-def _idle_executor_matcher() -> Optional[MatcherLike]:
-    """Idle workers of the running loop's default executor are not leaks."""
-    loop = compat.running_loop()
-    if loop is None:
-        return None
-    idents = {thread.ident for thread in compat.default_executor_threads(loop)}
-    if not idents:
-        return None
+class _IdleExecutorWorker:
+    """Matches idle workers of the running loop's default executor: not leaks."""
 
-    def idle_worker(info: Info) -> bool:
+    def __init__(self, workers: AbstractSet[Any]) -> None:
+        self._workers = workers
+        self._idents = {thread.ident for thread in workers}
+
+    def could_match(self, thread: Any) -> bool:
+        return thread in self._workers
+
+    def __call__(self, info: Info) -> bool:
         return (
             isinstance(info, ThreadInfo)
-            and info.ident in idents
+            and info.ident in self._idents
             and bool(info.frames)
             and info.frames[-1].function == "concurrent.futures.thread._worker"
         )
 
-    return idle_worker
+
+def _idle_executor_matcher() -> Optional[_IdleExecutorWorker]:
+    loop = compat.running_loop()
+    workers = compat.default_executor_threads(loop) if loop is not None else frozenset()
+    return _IdleExecutorWorker(workers) if workers else None
 
 
 def _not_ignored(probe: Probe, objs: Sequence[Any], matchers: Sequence[MatcherLike]) -> Tuple[List[Any], List[Info]]:
@@ -132,12 +137,21 @@ def check_steps(before: Census, options: Options, probes: Optional[Sequence[Prob
     if matchers:
         for probe in list(suspects):
             suspects[probe], _ = _not_ignored(probe, suspects[probe], matchers)
-    if any(suspects.values()):
-        yield Wait(tuple(suspects.items()), deadline)
-
+    # A busy executor worker never ends, it turns idle (and so ignored): that
+    # needs polling, where any other suspect can simply be joined or awaited.
+    polling = idle_worker is not None and any(idle_worker.could_match(obj) for obj in suspects.get(THREADS, ()))
+    slices = backoff_deadlines(deadline) if polling else iter((deadline,))
     leaked: Dict[Probe, Tuple[List[Any], List[Info]]] = {}
-    for probe, objs in suspects.items():
-        leaked[probe] = _not_ignored(probe, [obj for obj in objs if probe.is_alive(obj)], matchers)
+    for slice_deadline in slices:
+        if any(suspects.values()):
+            yield Wait(tuple(suspects.items()), slice_deadline, poll=polling)
+        leaked = {
+            probe: _not_ignored(probe, [obj for obj in objs if probe.is_alive(obj)], matchers)
+            for probe, objs in suspects.items()
+        }
+        suspects = {probe: objs for probe, (objs, _) in leaked.items() if objs}
+        if not suspects or time.monotonic() >= deadline:
+            break
     del suspects
 
     forbidden: List[Info] = []
@@ -154,8 +168,15 @@ def check_steps(before: Census, options: Options, probes: Optional[Sequence[Prob
             by_probe: Dict[Probe, List[Any]] = {}
             for probe, obj, _ in matches:
                 by_probe.setdefault(probe, []).append(obj)
-            yield Wait(tuple(by_probe.items()), slice_deadline)
+            yield Wait(tuple(by_probe.items()), slice_deadline, poll=True)
 
+    with _reported_lock:
+        # Checked and marked in one step: two overlapping checks never both
+        # report the same thread or task.
+        for probe, (objs, infos) in list(leaked.items()):
+            fresh = [(obj, info) for obj, info in zip(objs, infos) if obj not in _reported]
+            _reported.update(obj for obj, _ in fresh)
+            leaked[probe] = ([obj for obj, _ in fresh], [info for _, info in fresh])
     no_leak: Tuple[List[Any], List[Info]] = ([], [])
     thread_infos = leaked.get(THREADS, no_leak)[1]
     task_objs, task_infos = leaked.get(TASKS, no_leak)
@@ -167,9 +188,6 @@ def check_steps(before: Census, options: Options, probes: Optional[Sequence[Prob
         waited=time.monotonic() - started,
         timeout=options.timeout,
     )
-    with _reported_lock:
-        for objs, _ in leaked.values():
-            _reported.update(objs)
     if options.cancel_tasks and task_objs:
         for task in task_objs:
             cancel(task)

@@ -8,10 +8,11 @@ It never reads ``f_locals``: on Python < 3.13 that writes into the frame.
 
 from __future__ import annotations
 
+import functools
 import gc
 import linecache
 import sys
-from types import CodeType, FrameType
+from types import CodeType, FrameType, FunctionType
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from ._model import Frame
@@ -22,37 +23,50 @@ _QUALNAME_CACHE_LIMIT = 4096
 _qualname_cache: Dict[CodeType, str] = {}
 
 
-def _functions_of(value: Any, module: object, depth: int = 0) -> Iterator[Any]:
-    """Functions defined in ``module`` reachable from a global: itself, or a class's methods."""
-    if getattr(value, "__module__", None) != module:
-        return
-    if isinstance(value, type):
-        if depth > 8:
-            return
+def _functions_of(value: Any, filename: str, depth: int = 0) -> Iterator[FunctionType]:
+    """Functions from ``filename`` reachable from a module global.
+
+    Only functions, classes and the descriptors wrapping methods are looked
+    into, through their ``__dict__``: never ``getattr`` on arbitrary objects,
+    which could run a user's ``__getattr__``.  Matching on the file, not on
+    ``__module__``, keeps re-exported classes (``__module__`` rewritten).
+    """
+    if isinstance(value, FunctionType):
+        yield from _unwrapped(value, filename)
+    elif isinstance(value, type) and depth <= 8:
         for member in list(vars(value).values()):
             if isinstance(member, type):
                 # Only classes nested here, not aliases of classes defined elsewhere.
                 if member.__qualname__.startswith(value.__qualname__ + "."):
-                    yield from _functions_of(member, module, depth + 1)
-                continue
-            if isinstance(member, property):
-                candidates = [member.fget, member.fset, member.fdel]
-            else:
-                candidates = [getattr(member, "__func__", member)]  # staticmethod, classmethod
-            for candidate in candidates:
-                yield from _unwrapped(candidate)
-    else:
-        yield from _unwrapped(value)
+                    yield from _functions_of(member, filename, depth + 1)
+            elif isinstance(member, property):
+                for accessor in (member.fget, member.fset, member.fdel):
+                    yield from _functions_of(accessor, filename, depth + 1)
+            elif isinstance(member, (staticmethod, classmethod)):
+                yield from _functions_of(member.__func__, filename, depth + 1)
+            elif isinstance(member, functools.cached_property):
+                yield from _functions_of(member.func, filename, depth + 1)
+            elif isinstance(member, FunctionType):
+                yield from _unwrapped(member, filename)
 
 
-def _unwrapped(function: Any) -> Iterator[Any]:
-    """A function and the functions it wraps (``functools.wraps`` sets ``__wrapped__``)."""
-    seen = 0
-    while function is not None and seen < 16:
-        if isinstance(getattr(function, "__code__", None), CodeType):
-            yield function
-        function = getattr(function, "__wrapped__", None)
-        seen += 1
+def _unwrapped(function: FunctionType, filename: str) -> Iterator[FunctionType]:
+    """A function and those it wraps (``functools.wraps`` sets ``__wrapped__``)."""
+    current: Any = function
+    for _ in range(16):
+        if not isinstance(current, FunctionType):
+            return
+        if current.__code__.co_filename == filename:
+            yield current
+        current = current.__dict__.get("__wrapped__")
+
+
+def _function_by_referrers(code: CodeType) -> Optional[str]:
+    """The last resort: the function object holding ``code``, found by the garbage collector."""
+    for referrer in gc.get_referrers(code):
+        if isinstance(referrer, FunctionType) and referrer.__code__ is code:
+            return referrer.__qualname__
+    return None
 
 
 def _find_in(code: CodeType, qualname: str, target: CodeType) -> Optional[str]:
@@ -75,15 +89,16 @@ def _owner_qualname(code: CodeType, namespace: Dict[str, Any]) -> str:
     Searches the functions the frame's module defines (with the methods of its
     classes, nested classes and decorated functions) for the code object, then
     the code objects nested in them, which gives nested functions their
-    ``outer.<locals>.inner`` name.  Code that cannot be found keeps its bare name.
+    ``outer.<locals>.inner`` name.  What that misses (say, a method behind a
+    decorator that keeps no ``__wrapped__``) is looked up through the
+    function object referring to the code.  The result is cached per code.
     """
-    module = namespace.get("__name__")
     for value in list(namespace.values()):
-        for function in _functions_of(value, module):
+        for function in _functions_of(value, code.co_filename):
             found = _find_in(function.__code__, function.__qualname__, code)
             if found is not None:
                 return found
-    return code.co_name
+    return _function_by_referrers(code) or code.co_name
 
 
 def code_qualname(code: CodeType, namespace: Dict[str, Any]) -> str:

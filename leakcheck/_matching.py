@@ -157,13 +157,6 @@ def validate_patterns(patterns: object, what: str) -> Tuple[_StackPatternMatcher
 StackPatterns = Tuple[_StackPatternMatcher, ...]
 
 
-def first_match(patterns: StackPatterns, info: Info) -> _StackPatternMatcher | None:
-    for pattern in patterns:
-        if pattern.matches(info):
-            return pattern
-    return None
-
-
 _global_lock = threading.Lock()
 _global_matchers: List[MatcherLike] = []
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import threading
 from typing import Callable, Tuple, Union
 
@@ -31,9 +32,9 @@ class Options:
 
 
 def check_timeout(timeout: object, what: str = "timeout") -> float:
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+    if isinstance(timeout, (bool, complex)) or not isinstance(timeout, numbers.Number):
         raise TypeError(f"{what} must be a number of seconds, not {type(timeout).__name__}")
-    value = float(timeout)
+    value = float(timeout)  # type: ignore[arg-type]
     if math.isnan(value) or value < 0 or math.isinf(value):
         raise ValueError(f"{what} must be a finite number of seconds >= 0, not {timeout!r}")
     if value > threading.TIMEOUT_MAX:  # what Thread.join and Event.wait accept

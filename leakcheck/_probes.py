@@ -11,7 +11,7 @@ threads and tasks without touching it.
 from __future__ import annotations
 
 import time
-from typing import AbstractSet, Any, Dict, Hashable, List, Protocol, Sequence, Tuple
+from typing import AbstractSet, Any, Dict, Hashable, List, Protocol, Sequence
 
 from ._model import Info
 
@@ -47,9 +47,6 @@ class Probe(Protocol):
 
 Census = Dict[str, AbstractSet[Hashable]]
 """Census tokens per probe option."""
-
-Waitables = Tuple[Tuple[Probe, Sequence[Any]], ...]
-
 
 def remaining(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())

@@ -26,23 +26,26 @@ T = TypeVar("T")
 class Wait:
     """Wait until every object has finished, or until ``deadline``.
 
-    With no objects at all it is a plain pause until ``deadline``: used only
-    when polling for a stack to change, never in a clean check.
+    A ``poll`` request is one slice of a polling loop: if some objects cannot
+    finish while the caller waits (a task on a stopped loop, say), it still
+    pauses until ``deadline`` instead of returning at once, so the loop
+    around it never spins.  Polling is only used when a stack may change
+    without its thread ending, never in a clean check.
     """
 
     objects: Tuple[Tuple[Probe, Sequence[Any]], ...]
     deadline: float
+    poll: bool = False
 
 
 Steps = Generator[Wait, None, T]
 
 
 def _wait_blocking(request: Wait) -> None:
-    if not any(objs for _, objs in request.objects):
-        time.sleep(remaining(request.deadline))
-        return
     for probe, objs in request.objects:
         probe.wait(objs, request.deadline)
+    if request.poll and any(probe.is_alive(obj) for probe, objs in request.objects for obj in objs):
+        time.sleep(remaining(request.deadline))
 
 
 def run_blocking(steps: Steps[T]) -> T:
@@ -75,7 +78,7 @@ async def _wait_async(request: Wait) -> None:
     if not elsewhere:
         if local:
             await asyncio.wait(local, timeout=timeout)
-        else:
+        elif request.poll:
             await asyncio.sleep(timeout)
         return
     # Joining threads would block this loop, and the loop must keep running so
