@@ -28,33 +28,34 @@ _EMPTY: FrozenSet[Any] = frozenset()
 
 
 _REGISTRY_NAMES = ("_all_tasks", "_scheduled_tasks", "_eager_tasks")
-_names_for: Tuple[Any, Tuple[str, ...]] = (None, ())
+_cache: Tuple[Any, Optional[Tuple[Tuple[Any, ...], Tuple[Any, ...]]]] = (None, None)
 
 
-def _registries() -> Optional[List[Any]]:
-    """The task registries of this version; ``[]`` before asyncio is imported.
+def _registries() -> Optional[Tuple[Tuple[Any, ...], Tuple[Any, ...]]]:
+    """The sets behind this version's task registries, looked up once.
 
-    ``None`` means this version has none that leakcheck knows (the fallback).
+    Returns ``(weak, strong)``: the ``data`` sets of the WeakSet registries
+    (sets of weak references) and the plain sets of tasks (eager tasks);
+    both empty before asyncio is imported.  ``None`` means this version has no
+    registry leakcheck knows, and the fallback applies.  The registries are
+    created once, when asyncio is imported, so they can be cached.
     """
-    global _names_for
+    global _cache
     module = sys.modules.get("asyncio.tasks")
     if module is None:
-        return []
-    cached_module, names = _names_for
-    if cached_module is not module:  # looked up once: hasattr on a missing name is slow
-        names = tuple(name for name in _REGISTRY_NAMES if hasattr(module, name))
-        _names_for = (module, names)
-    if not names:
-        return None
-    return [getattr(module, name) for name in names]
+        return ((), ())
+    cached_module, registries = _cache
+    if cached_module is not module:
+        found = [getattr(module, name) for name in _REGISTRY_NAMES if hasattr(module, name)]
+        weak = tuple(registry.data for registry in found if isinstance(registry, weakref.WeakSet))  # type: ignore[attr-defined]
+        strong = tuple(registry for registry in found if isinstance(registry, set))
+        registries = (weak, strong) if found else None
+        _cache = (module, registries)
+    return registries
 
 
-def _weak_tokens(registry: Any) -> AbstractSet[Any]:
-    data = getattr(registry, "data", None)
-    if data is not None:  # a WeakSet: its data already is a set of weak references
-        return data  # type: ignore[no-any-return]
-    # A plain set of tasks (eager tasks on 3.12+): copied in one C-level step.
-    return {weakref.ref(task) for task in list(registry)}
+def _strong_tokens(tasks: Any) -> Set[Any]:
+    return {weakref.ref(task) for task in list(tasks)}  # list(): one C-level copy
 
 
 def task_tokens() -> FrozenSet[Any]:
@@ -62,16 +63,16 @@ def task_tokens() -> FrozenSet[Any]:
 
     Weak references compare equal only while both referents are alive and the
     same, so a token of a dead task never matches a new task that happens to
-    reuse its ``id``.  Copying ``WeakSet.data`` is a single C-level operation,
-    so it cannot fail when another thread adds a task meanwhile.
+    reuse its ``id``.  Copying a WeakSet's ``data`` is a single C-level
+    operation, so it cannot fail when another thread adds a task meanwhile.
     """
     registries = _registries()
     if registries is None:
         return frozenset(weakref.ref(task) for task in _fallback_all_tasks())
-    tokens: FrozenSet[Any] = _EMPTY
-    for registry in registries:
-        if registry:
-            tokens = tokens.union(_weak_tokens(registry)) if tokens else frozenset(_weak_tokens(registry))
+    weak, strong = registries
+    tokens: FrozenSet[Any] = frozenset(weak[0]) if len(weak) == 1 else frozenset().union(*weak)
+    if any(strong):
+        tokens = tokens.union(*(_strong_tokens(tasks) for tasks in strong))
     return tokens
 
 
@@ -80,10 +81,14 @@ def new_task_tokens(before: AbstractSet[Any]) -> AbstractSet[Any]:
     registries = _registries()
     if registries is None:
         return task_tokens() - before
+    weak, strong = registries
     new: Set[Any] = set()
-    for registry in registries:
-        if registry:
-            new.update(_weak_tokens(registry) - before)
+    for data in weak:
+        if data:
+            new.update(data - before)
+    for tasks in strong:
+        if tasks:
+            new.update(_strong_tokens(tasks) - before)
     return new
 
 

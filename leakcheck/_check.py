@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
 import logging
 import sys
-import threading
 import warnings
 from types import TracebackType
 from typing import Any, Callable, Iterable, List, Optional, Tuple, Type, TypeVar, Union, overload
@@ -157,8 +157,7 @@ class LeakCheck:
         self._probes = enabled_probes(options)
         # Every open block, for a block exited from another context than the one
         # that entered it (an AsyncExitStack closed by another task, say).
-        self._entered: List[_Block] = []
-        self._entered_lock = threading.Lock()
+        self._entered: List[_Block] = []  # list.append and list.remove are atomic
 
     def __repr__(self) -> str:
         return f"<LeakCheck {self.options}>"
@@ -170,8 +169,7 @@ class LeakCheck:
     def _push(self) -> None:
         block = self.start()
         _open_blocks.set((*_open_blocks.get(), (self, block)))
-        with self._entered_lock:
-            self._entered.append(block)
+        self._entered.append(block)
 
     def _pop(self) -> _Block:
         blocks = _open_blocks.get()
@@ -179,12 +177,10 @@ class LeakCheck:
             if blocks[index][0] is self:
                 _open_blocks.set(blocks[:index] + blocks[index + 1 :])
                 block = blocks[index][1]
-                with self._entered_lock:
-                    self._entered.remove(block)
+                self._entered.remove(block)
                 return block
-        with self._entered_lock:
-            if self._entered:
-                return self._entered.pop()
+        with contextlib.suppress(IndexError):
+            return self._entered.pop()
         raise RuntimeError("leakcheck: exiting a LeakCheck block that was never entered")
 
     def __enter__(self) -> LeakCheck:
