@@ -7,15 +7,14 @@ holds the test that asks, and would match its own keywords).
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import List, Sequence
 
-from ._compare import PROBES, live_described
+from ._compare import PROBES, live_described, matching_stacks, stacks_gone
 from ._matching import StackPattern, StackPatterns, validate_patterns
 from ._model import Info, describe_block
 from ._options import check_timeout
-from ._probes import Probe
 from ._report import LeakError, LeakReport
-from ._wait import Steps, Wait, backoff_deadlines, run_blocking
+from ._wait import Steps, backoff_deadlines, run_blocking
 
 
 def _patterns(patterns: Sequence[StackPattern], what: str) -> StackPatterns:
@@ -24,34 +23,20 @@ def _patterns(patterns: Sequence[StackPattern], what: str) -> StackPatterns:
     return validate_patterns(patterns, what)
 
 
-def _matching(patterns: StackPatterns) -> List[Tuple[Probe, Any, Info]]:
-    return [found for found in live_described(PROBES) if any(p.matches(found[2]) for p in patterns)]
-
-
 def find_stacks(*patterns: StackPattern) -> List[Info]:
     """Every live thread and task whose dump block matches any of ``patterns``.
 
     A ``str`` is a substring, a compiled pattern is searched; both are applied
     to the block's header line (kind, name) and its stack.
     """
-    return [info for _, _, info in _matching(_patterns(patterns, "find_stacks"))]
+    return [info for _, _, info in matching_stacks(_patterns(patterns, "find_stacks"))]
 
 
 def _gone_steps(patterns: StackPatterns, timeout: float) -> Steps[LeakReport]:
     started = time.monotonic()
-    deadline = started + timeout
-    found: List[Tuple[Probe, Any, Info]] = []
-    for slice_deadline in backoff_deadlines(deadline):
-        found = _matching(patterns)
-        if not found or time.monotonic() >= deadline:
-            break
-        # Joining the matching threads returns the moment they end.
-        by_probe: Dict[Probe, List[Any]] = {}
-        for probe, obj, _ in found:
-            by_probe.setdefault(probe, []).append(obj)
-        yield Wait(tuple(by_probe.items()), slice_deadline, poll=True)
+    still_matching = yield from stacks_gone(patterns, started + timeout)
     return LeakReport(
-        forbidden=tuple(info for _, _, info in found),
+        forbidden=tuple(still_matching),
         forbid=tuple(repr(p) for p in patterns),
         waited=time.monotonic() - started,
         timeout=timeout,
@@ -79,7 +64,7 @@ def assert_stack_match(*patterns: StackPattern, timeout: float = 0.0) -> List[In
     checked = _patterns(patterns, "assert_stack_match")
     deadline = time.monotonic() + check_timeout(timeout)
     for slice_deadline in backoff_deadlines(deadline):
-        found = _matching(checked)
+        found = matching_stacks(checked)
         if found:
             return [info for _, _, info in found]
         if time.monotonic() >= deadline:

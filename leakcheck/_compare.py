@@ -21,7 +21,7 @@ import weakref
 from typing import AbstractSet, Any, Dict, List, Optional, Sequence, Tuple
 
 from . import _asyncio_compat as compat
-from ._matching import MatcherLike, global_matchers, is_ignored
+from ._matching import MatcherLike, StackPatterns, global_matchers, is_ignored
 from ._model import Info, TaskInfo, ThreadInfo
 from ._options import Options
 from ._probes import Census, Probe
@@ -112,6 +112,30 @@ def live_described(probes: Sequence[Probe]) -> List[Tuple[Probe, Any, Info]]:
     return found
 
 
+def matching_stacks(patterns: StackPatterns) -> List[Tuple[Probe, Any, Info]]:
+    """Live threads and tasks of every kind, except the caller, whose block matches a pattern."""
+    return [found for found in live_described(PROBES) if any(p.matches(found[2]) for p in patterns)]
+
+
+def stacks_gone(patterns: StackPatterns, deadline: float) -> Steps[List[Info]]:
+    """Poll until no live stack matches ``patterns`` or ``deadline``; the last matches.
+
+    Joining the matching threads (awaiting the tasks) returns the moment they
+    end; a stack that changes without its thread ending is seen at the next
+    backoff slice.
+    """
+    for slice_deadline in backoff_deadlines(deadline):
+        found = matching_stacks(patterns)
+        if not found or time.monotonic() >= deadline:
+            return [info for _, _, info in found]
+        by_probe: Dict[Probe, List[Any]] = {}
+        for probe, obj, _ in found:
+            by_probe.setdefault(probe, []).append(obj)
+        del found
+        yield Wait(tuple(by_probe.items()), slice_deadline, poll=True)
+    raise AssertionError("unreachable: backoff_deadlines never ends")
+
+
 def check_steps(before: Census, options: Options, probes: Optional[Sequence[Probe]] = None) -> Steps[LeakReport]:
     """Compare now with ``before``; see the module docstring for the order."""
     started = time.monotonic()
@@ -156,19 +180,7 @@ def check_steps(before: Census, options: Options, probes: Optional[Sequence[Prob
 
     forbidden: List[Info] = []
     if options.forbid:
-        for slice_deadline in backoff_deadlines(deadline):
-            matches = [
-                (probe, obj, info)
-                for probe, obj, info in live_described(PROBES)  # every kind: ``forbid`` is about all stacks
-                if any(pattern.matches(info) for pattern in options.forbid)
-            ]
-            forbidden = [info for _, _, info in matches]
-            if not matches or time.monotonic() >= deadline:
-                break
-            by_probe: Dict[Probe, List[Any]] = {}
-            for probe, obj, _ in matches:
-                by_probe.setdefault(probe, []).append(obj)
-            yield Wait(tuple(by_probe.items()), slice_deadline, poll=True)
+        forbidden = yield from stacks_gone(options.forbid, deadline)
 
     with _reported_lock:
         # Checked and marked in one step: two overlapping checks never both
