@@ -34,7 +34,7 @@ logger = logging.getLogger("leakcheck")
 _SKIP_CHECK_ON = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
-def _skips_check(error: Optional[BaseException]) -> bool:
+def skips_check(error: Optional[BaseException]) -> bool:
     if error is None:
         return False
     if isinstance(error, _SKIP_CHECK_ON):
@@ -110,7 +110,7 @@ class _Block:
 
     def finish(self, error: Optional[BaseException]) -> None:
         """End the block, blocking while suspects get their grace period."""
-        if _skips_check(error):
+        if skips_check(error):
             return
         try:
             report = run_blocking(self._steps())
@@ -124,7 +124,7 @@ class _Block:
 
     async def finish_async(self, error: Optional[BaseException]) -> None:
         """End the block, keeping the running loop turning during the grace period."""
-        if _skips_check(error):
+        if skips_check(error):
             return
         try:
             report = await run_async(self._steps())

@@ -15,10 +15,11 @@ The order of the steps is what makes a check both cheap and fair:
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 import time
 import weakref
-from typing import AbstractSet, Any, Dict, List, Optional, Sequence, Tuple
+from typing import AbstractSet, Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from . import _asyncio_compat as compat
 from ._matching import MatcherLike, StackPatterns, global_matchers, is_ignored
@@ -27,7 +28,7 @@ from ._options import Options
 from ._probes import Census, Probe
 from ._report import LeakReport
 from ._tasks import TaskProbe, cancel
-from ._threads import ThreadProbe
+from ._threads import ThreadProbe, executor_of
 from ._wait import Steps, Wait, backoff_deadlines
 
 THREADS = ThreadProbe()
@@ -69,7 +70,7 @@ def _exempt_objects() -> List[Any]:
 
 
 class _IdleExecutorWorker:
-    """Matches idle workers of the running loop's default executor: not leaks."""
+    """Matches idle workers of long-lived thread pools: capacity, not leaks."""
 
     def __init__(self, workers: AbstractSet[Any]) -> None:
         self._workers = workers
@@ -87,9 +88,38 @@ class _IdleExecutorWorker:
         )
 
 
-def _idle_executor_matcher() -> Optional[_IdleExecutorWorker]:
+def _held_by_modules(objects: Sequence[Any]) -> List[Any]:
+    """The ``objects`` that some module keeps in a global variable."""
+    wanted = {id(obj): obj for obj in objects}
+    held: Dict[int, Any] = {}
+    for module in list(sys.modules.values()):
+        namespace = getattr(module, "__dict__", None)
+        if isinstance(namespace, dict):
+            for value in list(namespace.values()):
+                if id(value) in wanted and value is wanted[id(value)]:
+                    held[id(value)] = value
+    return list(held.values())
+
+
+def _pool_workers(threads: Sequence[Any]) -> Set[Any]:
+    """The ``threads`` that are workers of a pool which outlives any one check.
+
+    That is the running loop's default executor, and any ``ThreadPoolExecutor``
+    held in a module global: such a pool starts its workers lazily, so its
+    first worker appears in whichever check happens to submit the first job.
+    """
     loop = compat.running_loop()
-    workers = compat.default_executor_threads(loop) if loop is not None else frozenset()
+    workers = set(compat.default_executor_threads(loop)) if loop is not None else set()
+    executors = {thread: executor_of(thread) for thread in threads if thread not in workers}
+    candidates = [executor for executor in executors.values() if executor is not None]
+    if candidates:
+        held = {id(executor) for executor in _held_by_modules(candidates)}
+        workers.update(thread for thread, executor in executors.items() if id(executor) in held)
+    return workers
+
+
+def _idle_executor_matcher(threads: Sequence[Any]) -> Optional[_IdleExecutorWorker]:
+    workers = _pool_workers(threads)
     return _IdleExecutorWorker(workers) if workers else None
 
 
@@ -155,7 +185,7 @@ def check_steps(before: Census, options: Options, probes: Optional[Sequence[Prob
         return _clean_report(options.timeout)
 
     matchers: List[MatcherLike] = [*options.ignore, *global_matchers()]
-    idle_worker = _idle_executor_matcher()
+    idle_worker = _idle_executor_matcher(suspects.get(THREADS, ()))
     if idle_worker is not None:
         matchers.append(idle_worker)
     if matchers:
@@ -189,9 +219,10 @@ def check_steps(before: Census, options: Options, probes: Optional[Sequence[Prob
             fresh = [(obj, info) for obj, info in zip(objs, infos) if obj not in _reported]
             _reported.update(obj for obj, _ in fresh)
             leaked[probe] = ([obj for obj, _ in fresh], [info for _, info in fresh])
-    no_leak: Tuple[List[Any], List[Info]] = ([], [])
-    thread_infos = leaked.get(THREADS, no_leak)[1]
-    task_objs, task_infos = leaked.get(TASKS, no_leak)
+    # By kind, not by probe object: a narrower probe (one loop's tasks) reports as its kind.
+    thread_infos = [info for probe, (_, infos) in leaked.items() if probe.option == "threads" for info in infos]
+    task_objs = [obj for probe, (objs, _) in leaked.items() if probe.option == "tasks" for obj in objs]
+    task_infos = [info for probe, (_, infos) in leaked.items() if probe.option == "tasks" for info in infos]
     report = LeakReport(
         threads=tuple(sorted((i for i in thread_infos if isinstance(i, ThreadInfo)), key=_thread_order)),
         tasks=tuple(sorted((i for i in task_infos if isinstance(i, TaskInfo)), key=_task_order)),

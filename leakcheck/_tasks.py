@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from typing import AbstractSet, Any, Hashable, List, Sequence
+from typing import AbstractSet, Any, Dict, Hashable, List, Sequence
 
 from . import _asyncio_compat as compat
 from ._frames import coroutine_frames
@@ -25,6 +25,51 @@ def can_progress_elsewhere(task: Any) -> bool:
     """
     loop = task.get_loop()
     return bool(loop.is_running()) and loop is not compat.running_loop()
+
+
+# Loops that a check may run while they stand idle, and the thread allowed to.
+_drivable: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def allow_driving(loop: Any) -> None:
+    """Let checks in the calling thread run ``loop`` while it is idle.
+
+    Meant for the loops of test runners (pytest-asyncio, anyio), which stand
+    still between tests: running them is the only way the tasks left on
+    them can use their grace period before the runner cancels them.
+    """
+    try:
+        _drivable[loop] = threading.get_ident()
+    except TypeError:  # a loop type without weak references: it just is not driven
+        pass
+
+
+def _drivable_here(loop: Any) -> bool:
+    try:
+        owner = _drivable.get(loop)
+    except TypeError:
+        return False
+    return owner == threading.get_ident() and not loop.is_running() and not loop.is_closed()
+
+
+def _drive_idle_loops(tasks: Sequence[Any], deadline: float) -> None:
+    """Run the calling thread's drivable idle loops until ``tasks`` finish or ``deadline``."""
+    if not _drivable or compat.running_loop() is not None:
+        return
+    by_loop: Dict[Any, List[Any]] = {}
+    for task in tasks:
+        loop = task.get_loop()
+        if not task.done() and _drivable_here(loop):
+            by_loop.setdefault(loop, []).append(task)
+    if not by_loop:
+        return
+    import asyncio
+
+    for loop, pending in by_loop.items():
+        timeout = deadline - time.monotonic()
+        if timeout <= 0:
+            return
+        loop.run_until_complete(asyncio.wait(pending, timeout=timeout))
 
 
 class TaskProbe:
@@ -72,6 +117,7 @@ class TaskProbe:
         return infos
 
     def wait(self, objs: Sequence[Any], deadline: float) -> None:
+        _drive_idle_loops(objs, deadline)
         waitable = [task for task in objs if not task.done() and can_progress_elsewhere(task)]
         if not waitable:
             return
@@ -95,6 +141,19 @@ class TaskProbe:
             for task in waitable:
                 if not task.done():
                     _call_on_loop(task, task.remove_done_callback, wake)
+
+
+class LoopTaskProbe(TaskProbe):
+    """The tasks of one loop only: for checking a loop that is about to be closed."""
+
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+
+    def resolve(self, tokens: AbstractSet[Hashable]) -> List[Any]:
+        return [task for task in super().resolve(tokens) if task.get_loop() is self._loop]
+
+    def live(self) -> List[Any]:
+        return [task for task in super().live() if task.get_loop() is self._loop]
 
 
 def _call_on_loop(task: Any, function: Any, *args: Any) -> None:

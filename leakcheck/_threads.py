@@ -6,7 +6,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import AbstractSet, Any, FrozenSet, Hashable, List, Sequence
+from typing import AbstractSet, Any, FrozenSet, Hashable, List, Optional, Sequence
 
 from ._frames import thread_frames
 from ._model import ThreadInfo, format_frames
@@ -26,6 +26,20 @@ def start_helper(target: Any, name: str) -> threading.Thread:
 
 def is_helper(thread: threading.Thread) -> bool:
     return thread in _helpers
+
+
+def executor_of(thread: threading.Thread) -> Optional[Any]:
+    """The live ``ThreadPoolExecutor`` that ``thread`` is a worker of, or ``None``.
+
+    A worker runs ``concurrent.futures.thread._worker`` with a weak reference
+    to its executor as first argument; ``Thread`` keeps both while it runs.
+    """
+    futures_thread = sys.modules.get("concurrent.futures.thread")
+    if futures_thread is None or getattr(thread, "_target", None) is not getattr(futures_thread, "_worker", ()):
+        return None
+    args = getattr(thread, "_args", ())
+    reference = args[0] if isinstance(args, tuple) and args else None
+    return reference() if isinstance(reference, weakref.ref) else None
 
 
 class ThreadProbe:

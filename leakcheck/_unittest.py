@@ -20,10 +20,14 @@ from ._report import LeakError
 
 T = TypeVar("T", bound=type)
 
+# unittest leaves frames of modules with this global out of failure tracebacks:
+# a leak's report is its message, leakcheck's own frames would only be noise.
+__unittest = True
+
 
 def _as_test_failure(case: unittest.TestCase, error: LeakError) -> BaseException:
     if isinstance(error, case.failureException):
-        return error
+        return error.with_traceback(None)
     return case.failureException(str(error))
 
 
@@ -58,6 +62,11 @@ def start_test_check(case: unittest.TestCase, check: LeakCheck) -> None:
         case.addCleanup(_finish, case, block)
 
 
+def is_self_checked(case: unittest.TestCase) -> bool:
+    """Whether ``case`` runs its own leak check (``@no_leaks`` or a LeakCheck base class)."""
+    return bool(getattr(type(case), "_leakcheck_self_checked", False))
+
+
 def decorate_testcase(cls: T, check: LeakCheck) -> T:
     if not issubclass(cls, unittest.TestCase):
         raise TypeError(f"no_leaks decorates unittest.TestCase subclasses, not the class {cls.__qualname__}")
@@ -70,10 +79,12 @@ def decorate_testcase(cls: T, check: LeakCheck) -> T:
     run.__qualname__ = f"{cls.__qualname__}.run"
     run.__doc__ = original_run.__doc__
     cls.run = run  # type: ignore[method-assign]
+    cls._leakcheck_self_checked = True  # type: ignore[attr-defined]
     return cls
 
 
 class _LeakCheckMixin:
+    _leakcheck_self_checked: ClassVar[bool] = True
     leakcheck_options: ClassVar[Dict[str, Any]] = {}
     """Options for :func:`no_leaks`, checked when the class is defined."""
 

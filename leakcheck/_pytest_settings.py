@@ -1,0 +1,181 @@
+"""The pytest plugin's settings: command line, ini file and marker, validated.
+
+Every mistake becomes a ``pytest.UsageError`` naming the bad setting, raised
+when the run starts (command line and ini) or when the tests are collected
+(markers), never a surprise at the end of some test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import pytest
+
+from ._compare import PROBES
+from ._matching import Matcher, MatcherLike, ignore_any_function, ignore_name, ignore_top_function
+from ._options import Options, check_timeout, make_options
+
+MARKER = "leakcheck"
+SCOPES = ("test", "module", "session")
+KINDS = tuple(probe.option for probe in PROBES)
+OPTION_NAMES = tuple(field.name for field in dataclasses.fields(Options))
+MARKER_KEYS = ("enabled", *OPTION_NAMES)
+
+_MATCHER_PREFIXES = {"name": ignore_name, "top": ignore_top_function, "any": ignore_any_function}
+
+MARKER_HELP = (
+    f"{MARKER}(enabled=True, **options): check this test (class, module) for leaked threads and "
+    f"asyncio tasks; options as for leakcheck.no_leaks: {', '.join(OPTION_NAMES)}"
+)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("leakcheck", "leakcheck: leaked threads and asyncio tasks")
+    group.addoption(
+        "--leakcheck",
+        action="store_true",
+        default=None,
+        help="fail tests that leave threads or asyncio tasks running (ini: leakcheck = true)",
+    )
+    group.addoption(
+        "--leakcheck-timeout",
+        metavar="SECONDS",
+        default=None,
+        help="grace period for threads and tasks to finish after each check's window (default 1.0)",
+    )
+    group.addoption(
+        "--leakcheck-kinds",
+        metavar="KINDS",
+        default=None,
+        help=f"comma-separated kinds to check: {','.join(KINDS)} (default: all)",
+    )
+    group.addoption(
+        "--leakcheck-scope",
+        metavar="SCOPE",
+        default=None,
+        help="check each test (test, the default), each module (module) or the whole run (session)",
+    )
+    parser.addini("leakcheck", "check every test for leaked threads and tasks", type="bool", default=False)
+    parser.addini("leakcheck_timeout", "grace period in seconds (default 1.0)", default=None)
+    parser.addini("leakcheck_kinds", f"kinds to check: {','.join(KINDS)}", default=None)
+    parser.addini("leakcheck_scope", "test, module or session", default=None)
+    parser.addini(
+        "leakcheck_ignore",
+        "never report these; one per line: name:REGEX, top:module.qualname or any:module.qualname",
+        type="linelist",
+        default=[],
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The run-wide settings, from the command line and the ini file."""
+
+    enabled: bool
+    scope: str
+    defaults: Mapping[str, Any]
+    """Keyword options for :func:`leakcheck.no_leaks` that markers start from."""
+
+    def options(self, marker_options: Mapping[str, Any]) -> Options:
+        """The options of one check: the run-wide ones, overridden by a marker's."""
+        merged = dict(self.defaults)
+        merged.update(marker_options)
+        if "ignore" in marker_options:  # ini matchers always apply; a marker adds its own
+            merged["ignore"] = (*self.defaults.get("ignore", ()), *marker_options["ignore"])
+        return make_options(**merged)
+
+
+def parse_matcher(line: str) -> Matcher:
+    """One ``leakcheck_ignore`` line: ``name:REGEX``, ``top:QUALNAME`` or ``any:QUALNAME``."""
+    prefix, separator, value = line.partition(":")
+    make = _MATCHER_PREFIXES.get(prefix.strip())
+    if not separator or make is None:
+        raise ValueError(f"leakcheck_ignore: {line!r} must be name:REGEX, top:QUALNAME or any:QUALNAME")
+    try:
+        return make(value.strip())
+    except (TypeError, ValueError, re.error) as error:
+        raise ValueError(f"leakcheck_ignore: {line!r}: {error}") from None
+
+
+def parse_kinds(text: str) -> Dict[str, bool]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in KINDS]
+    if unknown or not names:
+        kinds = ", ".join(KINDS)
+        raise ValueError(f"--leakcheck-kinds (ini leakcheck_kinds) must be a comma-separated list of {kinds}: {text!r}")
+    return {kind: kind in names for kind in KINDS}
+
+
+def _setting(config: pytest.Config, option: str, ini: str) -> Optional[str]:
+    value = config.getoption(option)
+    if value is None:
+        value = config.getini(ini)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{ini} must be text, not {value!r}")
+    return value.strip() or None
+
+
+def read_settings(config: pytest.Config) -> Settings:
+    """Validate the command line and ini settings, or fail the run with a usage error."""
+    try:
+        enabled = bool(config.getoption("leakcheck") or config.getini("leakcheck"))
+        defaults: Dict[str, Any] = {}
+        timeout = _setting(config, "leakcheck_timeout", "leakcheck_timeout")
+        if timeout is not None:
+            try:
+                number: object = float(timeout)
+            except ValueError:
+                number = timeout
+            defaults["timeout"] = check_timeout(number, "--leakcheck-timeout (ini leakcheck_timeout)")
+        kinds = _setting(config, "leakcheck_kinds", "leakcheck_kinds")
+        if kinds is not None:
+            defaults.update(parse_kinds(kinds))
+        scope = _setting(config, "leakcheck_scope", "leakcheck_scope") or "test"
+        if scope not in SCOPES:
+            scopes = ", ".join(SCOPES)
+            raise ValueError(f"--leakcheck-scope (ini leakcheck_scope) must be one of {scopes}, not {scope!r}")
+        lines: List[str] = [line for line in config.getini("leakcheck_ignore") if line.strip()]
+        matchers: Tuple[MatcherLike, ...] = tuple(parse_matcher(line) for line in lines)
+        if matchers:
+            defaults["ignore"] = matchers
+        make_options(**defaults)
+    except (TypeError, ValueError) as error:
+        raise pytest.UsageError(f"leakcheck: {error}") from None
+    return Settings(enabled=enabled, scope=scope, defaults=defaults)
+
+
+@dataclasses.dataclass(frozen=True)
+class MarkerConfig:
+    """What the closest ``leakcheck`` marker says about a test, module or class."""
+
+    enabled: Optional[bool]
+    options: Mapping[str, Any]
+
+
+NO_MARKER = MarkerConfig(enabled=None, options={})
+
+
+def read_marker(marker: Optional[pytest.Mark], settings: Settings, where: str) -> Tuple[MarkerConfig, Options]:
+    """Validate a ``leakcheck`` marker, or raise a usage error naming ``where``."""
+    if marker is None:
+        return NO_MARKER, settings.options({})
+    try:
+        if marker.args:
+            raise TypeError(f"takes keyword options only, not positional arguments {marker.args!r}")
+        unknown = sorted(set(marker.kwargs) - set(MARKER_KEYS))
+        if unknown:
+            raise TypeError(
+                f"unknown option {', '.join(map(repr, unknown))}; the options are {', '.join(MARKER_KEYS)}"
+            )
+        kwargs = dict(marker.kwargs)
+        enabled = kwargs.pop("enabled", None)
+        if enabled is not None and not isinstance(enabled, bool):
+            raise TypeError(f"enabled must be True or False, not {enabled!r}")
+        options = settings.options(kwargs)
+    except (TypeError, ValueError) as error:
+        raise pytest.UsageError(f"{where}: @pytest.mark.{MARKER}: {error}") from None
+    return MarkerConfig(enabled=True if enabled is None else enabled, options=kwargs), options
