@@ -18,6 +18,7 @@ from ._report import LeakError, LeakReport, LeakWarning
 from ._snapshot import snapshot
 
 if TYPE_CHECKING:
+    from ._pytest_plugin import LeakCheckFixture
     from ._unittest import AsyncLeakCheckTestCase, LeakCheckTestCase
 
 __version__ = "0.1.0"
@@ -26,6 +27,7 @@ __all__ = [
     "AsyncLeakCheckTestCase",
     "Frame",
     "LeakCheck",
+    "LeakCheckFixture",
     "LeakCheckTestCase",
     "LeakError",
     "LeakReport",
@@ -50,10 +52,14 @@ _UNITTEST_NAMES = ("LeakCheckTestCase", "AsyncLeakCheckTestCase")
 
 
 def __getattr__(name: str) -> Any:
-    # The TestCase classes need unittest (and, through it, asyncio); load them
-    # only for the programs that use them.
+    # The TestCase classes need unittest (and, through it, asyncio), the
+    # fixture's type needs pytest: load them only for the programs that use them.
     if name in _UNITTEST_NAMES:
         from . import _unittest
 
         return getattr(_unittest, name)
+    if name == "LeakCheckFixture":
+        from ._pytest_plugin import LeakCheckFixture
+
+        return LeakCheckFixture
     raise AttributeError(f"module 'leakcheck' has no attribute {name!r}")

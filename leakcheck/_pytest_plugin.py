@@ -21,12 +21,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import sys
 from typing import Any, Dict, Generator, List, Optional, Sequence, Union
 
 import pytest
 
 from ._assertions import assert_no_stack_match, assert_stack_match, find_stacks
-from ._check import act_on_report, skips_check
+from ._check import LeakCheck, act_on_report, attach_to_error, skips_check
 from ._compare import PROBES, check_steps, enabled_probes, take_census
 from ._matching import MatcherLike, StackPattern, validate_matchers
 from ._model import Info, Snapshot
@@ -80,10 +81,14 @@ class Window:
         ignore = (*self.options.ignore, *self.ignore, is_anyio_runner_task)
         return dataclasses.replace(self.options, ignore=ignore, **changes)
 
+    def task_options(self) -> Options:
+        """The options for a check of this window's tasks only."""
+        return self._options(threads=False, forbid=())
+
     def check_closing_loop(self, loop: Any) -> None:
         """Check the tasks of ``loop`` before a runner closes it and cancels them."""
         if self.checks_tasks:
-            report = run_blocking(check_steps(self.before, self._options(forbid=()), (LoopTaskProbe(loop),)))
+            report = run_blocking(check_steps(self.before, self.task_options(), (LoopTaskProbe(loop),)))
             if report:
                 self.early.append(report)
 
@@ -197,19 +202,20 @@ class LeakCheckPlugin:
         return closing
 
     def _close(self, item: pytest.Item, nextitem: Optional[pytest.Item], error: Optional[BaseException]) -> None:
+        closing = self._closing(item, nextitem)
+        for window in closing:
+            self.windows.remove(window)
         failures: List[str] = []
         try:
-            for window in self._closing(item, nextitem):
-                self.windows.remove(window)
+            for window in closing:
                 if window.options is None:
                     started = window.started()
                     for broader in self.windows:
                         broader.absorb(started)
                 elif not skips_check(error):
-                    failures.extend(_act(window, window.check(), error))
+                    failures.extend(_finish(window, error))
             if self._leased_loop is not None and not skips_check(error):
-                for window in reversed(self.windows):
-                    window.check_closing_loop(self._leased_loop)
+                self._closing_loop(self._leased_loop)
         finally:
             self._release_lease()
         if failures and error is None:
@@ -229,7 +235,25 @@ class LeakCheckPlugin:
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
         self._open(item)
-        return (yield)
+        result = yield
+        self._watch_unittest_loop(item)
+        return result
+
+    def _watch_unittest_loop(self, item: pytest.Item) -> None:
+        """Check an IsolatedAsyncioTestCase's tasks before its loop cancels them.
+
+        Its loop lives and dies inside the test call, so the check has to run
+        there too: as the test's last async cleanup, like LeakCheckTestCase.
+        """
+        unittest = sys.modules.get("unittest")
+        case = getattr(item, "instance", None)
+        if unittest is None or not isinstance(case, unittest.IsolatedAsyncioTestCase):
+            return
+        window = next((window for window in reversed(self.windows) if window.checks_tasks), None)
+        if window is not None:
+            from ._unittest import start_test_check
+
+            start_test_check(case, LeakCheck(window.task_options()))
 
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(self, fixturedef: Any, request: Any) -> Generator[None, Any, Any]:
@@ -273,9 +297,16 @@ class LeakCheckPlugin:
         self._release_lease()
 
 
-def _act(window: Window, reports: List[LeakReport], error: Optional[BaseException]) -> List[str]:
-    """Do what ``on_leak`` says with a window's findings; the texts that fail the test."""
+def _finish(window: Window, error: Optional[BaseException]) -> List[str]:
+    """Check a closing window and do what ``on_leak`` says; the texts that fail the test."""
     assert window.options is not None
+    try:
+        reports = window.check()
+    except Exception as failure:  # e.g. a user's ignore matcher raised
+        if error is None:
+            raise
+        attach_to_error(error, f"leakcheck could not complete its check: {failure!r}")
+        return []
     failures = []
     for report in reports:
         if window.options.on_leak == "raise" and error is None:
