@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import sys
-from typing import Any, Iterator, Optional
+from typing import Any, ContextManager, Iterator, Optional
 
 from ._model import Info, TaskInfo
 from ._tasks import allow_driving
@@ -35,8 +35,10 @@ def loop_of(value: object) -> Optional[Any]:
         return None
     if isinstance(value, asyncio.AbstractEventLoop):
         return value
+    if type(value).__name__ != "Runner":  # asyncio.Runner or its backport; not any value with a get_loop
+        return None
     get_loop = getattr(value, "get_loop", None)
-    if type(value).__name__ != "Runner" or not callable(get_loop):  # asyncio.Runner or its backport
+    if not callable(get_loop):
         return None
     try:
         loop = get_loop()
@@ -58,33 +60,32 @@ def is_anyio_runner_task(info: Info) -> bool:
     return isinstance(info, TaskInfo) and bool(info.frames) and info.frames[0].function.startswith(_ANYIO_RUNNER_PREFIX)
 
 
-@contextlib.contextmanager
-def anyio_runner_lease(item: Any) -> Iterator[Optional[Any]]:
-    """Keep anyio's asyncio test runner for ``item`` open; yields its loop.
+def anyio_runner_lease(item: Any) -> Optional[ContextManager[Any]]:
+    """A lease that keeps anyio's asyncio test runner for ``item`` open, yielding its loop.
 
-    Yields ``None`` (and holds nothing) when ``item`` is not an anyio test on
-    the asyncio backend.
+    ``None`` when ``item`` is not an anyio test on the asyncio backend.
     """
     plugin = sys.modules.get("anyio.pytest_plugin")
     funcargs = getattr(item, "funcargs", None)
-    backend = funcargs.get("anyio_backend") if isinstance(funcargs, dict) else None
+    if plugin is None or not isinstance(funcargs, dict) or funcargs.get("anyio_backend") is None:
+        return None
     get_runner = getattr(plugin, "get_runner", None)
     split = getattr(plugin, "extract_backend_and_options", None)
     function = getattr(item, "obj", None)
     if (
-        backend is None
-        or not callable(get_runner)
+        not callable(get_runner)
         or not callable(split)
         or not inspect.iscoroutinefunction(function)
         or hasattr(function, "hypothesis")  # anyio runs each example on a runner of its own
     ):
-        yield None
-        return
-    name, options = split(backend)
-    if name != "asyncio":
-        yield None
-        return
-    with get_runner(name, options) as runner:
+        return None
+    name, options = split(funcargs["anyio_backend"])
+    return _lease(get_runner, options) if name == "asyncio" else None
+
+
+@contextlib.contextmanager
+def _lease(get_runner: Any, options: Any) -> Iterator[Any]:
+    with get_runner("asyncio", options) as runner:
         loop = runner.get_loop()
         allow_driving(loop)
         yield loop

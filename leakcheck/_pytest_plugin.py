@@ -33,7 +33,7 @@ from ._matching import MatcherLike, StackPattern, validate_matchers
 from ._model import Info, Snapshot
 from ._options import Options
 from ._probes import Census
-from ._pytest_loops import anyio_runner_lease, is_anyio_runner_task, track_runner_loop
+from ._pytest_loops import anyio_runner_lease, track_runner_loop
 from ._pytest_settings import MARKER, MARKER_HELP, Settings, add_options, read_marker, read_settings
 from ._report import LeakReport
 from ._snapshot import snapshot
@@ -78,8 +78,9 @@ class Window:
 
     def _options(self, **changes: Any) -> Options:
         assert self.options is not None
-        ignore = (*self.options.ignore, *self.ignore, is_anyio_runner_task)
-        return dataclasses.replace(self.options, ignore=ignore, **changes)
+        if not self.ignore and not changes:
+            return self.options
+        return dataclasses.replace(self.options, ignore=(*self.options.ignore, *self.ignore), **changes)
 
     def task_options(self) -> Options:
         """The options for a check of this window's tasks only."""
@@ -245,9 +246,9 @@ class LeakCheckPlugin:
         Its loop lives and dies inside the test call, so the check has to run
         there too: as the test's last async cleanup, like LeakCheckTestCase.
         """
-        unittest = sys.modules.get("unittest")
-        case = getattr(item, "instance", None)
-        if unittest is None or not isinstance(case, unittest.IsolatedAsyncioTestCase):
+        async_case = sys.modules.get("unittest.async_case")  # not imported: no such test exists
+        case = getattr(item, "instance", None) if async_case is not None else None
+        if async_case is None or not isinstance(case, async_case.IsolatedAsyncioTestCase):
             return
         window = next((window for window in reversed(self.windows) if window.checks_tasks), None)
         if window is not None:
@@ -276,9 +277,11 @@ class LeakCheckPlugin:
     @pytest.hookimpl(wrapper=True)
     def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> Generator[None, Any, Any]:
         if self._lease is None and any(window.checks_tasks for window in self.windows):
-            lease = contextlib.ExitStack()
-            self._leased_loop = lease.enter_context(anyio_runner_lease(pyfuncitem))
-            self._lease = lease
+            lease = anyio_runner_lease(pyfuncitem)
+            if lease is not None:
+                stack = contextlib.ExitStack()
+                self._leased_loop = stack.enter_context(lease)
+                self._lease = stack
         return (yield)
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -16,6 +16,7 @@ import pytest
 from ._compare import PROBES
 from ._matching import Matcher, MatcherLike, ignore_any_function, ignore_name, ignore_top_function
 from ._options import Options, check_timeout, make_options
+from ._pytest_loops import is_anyio_runner_task
 
 MARKER = "leakcheck"
 SCOPES = ("test", "module", "session")
@@ -78,8 +79,13 @@ class Settings:
     defaults: Mapping[str, Any]
     """Keyword options for :func:`leakcheck.no_leaks` that markers start from."""
 
+    default_options: Options
+    """The options of a check without a marker, validated once."""
+
     def options(self, marker_options: Mapping[str, Any]) -> Options:
         """The options of one check: the run-wide ones, overridden by a marker's."""
+        if not marker_options:
+            return self.default_options
         merged = dict(self.defaults)
         merged.update(marker_options)
         if "ignore" in marker_options:  # ini matchers always apply; a marker adds its own
@@ -140,12 +146,12 @@ def read_settings(config: pytest.Config) -> Settings:
             raise ValueError(f"--leakcheck-scope (ini leakcheck_scope) must be one of {scopes}, not {scope!r}")
         lines: List[str] = [line for line in config.getini("leakcheck_ignore") if line.strip()]
         matchers: Tuple[MatcherLike, ...] = tuple(parse_matcher(line) for line in lines)
-        if matchers:
-            defaults["ignore"] = matchers
-        make_options(**defaults)
+        # anyio runs every test and fixture in one task of its own, which outlives them.
+        defaults["ignore"] = (*matchers, is_anyio_runner_task)
+        default_options = make_options(**defaults)
     except (TypeError, ValueError) as error:
         raise pytest.UsageError(f"leakcheck: {error}") from None
-    return Settings(enabled=enabled, scope=scope, defaults=defaults)
+    return Settings(enabled=enabled, scope=scope, defaults=defaults, default_options=default_options)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,371 @@
+"""pytest plugin benchmark: what ``--leakcheck`` adds to the wall time of a suite of trivial tests.
+
+Run from the repository root::
+
+    python benchmarks/bench_pytest_plugin.py                 # 2,000 tests, 5 rounds, about a minute
+    python benchmarks/bench_pytest_plugin.py --strict        # exits 1 when the 3% target is missed
+    python benchmarks/bench_pytest_plugin.py --python /tmp/bench-venv/bin/python   # with pytest-threadleak
+
+The script writes a generated suite into a temporary directory and runs pytest
+on it as a subprocess (``python -m pytest -q -p no:cacheprovider``) in these
+configurations, interleaved round by round after one warm-up run of each:
+
+a. baseline: the leakcheck plugin disabled (``-p no:leakcheck``);
+b. ``--leakcheck``: every test checked;
+c. the plugin loaded but not enabled (no flag): its idle cost;
+d. pytest-threadleak's ``--threadleak`` (with ``-p no:leakcheck``), against
+   its own baseline, the same run without ``--threadleak``.
+
+When pytest-threadleak is installed, configurations a, b and c also pass
+``-p no:threadleak``, so each differs from its baseline by one plugin only.
+Configuration d is skipped, with the reason, when the interpreter given by
+``--python`` cannot import pytest-threadleak.  Keep pytest-threadleak out of
+the project's test environment; benchmarks/README.md shows a throwaway venv.
+
+Each figure is the median over the rounds of the whole pytest process's wall
+time.  The session time, from ``pytest_sessionstart`` to
+``pytest_sessionfinish`` as measured inside pytest, is shown too: it leaves out
+interpreter start-up and plugin imports.  The target of the issue: ``--leakcheck``
+adds at most 3% to the process wall time of the baseline, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from typing import Dict, List, Optional, Sequence
+
+try:
+    import resource
+except ImportError:  # Windows: no CPU times of child processes
+    resource = None  # type: ignore[assignment]
+
+TESTS_PER_MODULE = 100
+TARGET = 0.03  # --leakcheck may add at most 3% to the baseline's wall time
+TIMING_ENV = "LEAKCHECK_BENCH_TIMING_FILE"
+BASE_ARGS = ("-q", "-p", "no:cacheprovider")
+
+# --------------------------------------------------------------------------- the generated suite
+
+PYTEST_INI = """\
+[pytest]
+# The generated suite's own configuration, so that no project's ini file applies.
+"""
+
+CONFTEST = f'''\
+"""Fixtures for the generated tests, and the session timer of bench_pytest_plugin.py."""
+
+import os
+import time
+
+import pytest
+
+_started = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    _started.append(time.perf_counter())
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    path = os.environ.get("{TIMING_ENV}")
+    if path and _started:
+        with open(path, "w") as file:
+            file.write(repr(time.perf_counter() - _started[0]))
+
+
+@pytest.fixture
+def resource():
+    value = {{"opened": True}}
+    yield value
+    value["opened"] = False
+
+
+@pytest.fixture(scope="module")
+def shared():
+    return {{"name": "shared"}}
+'''
+
+
+def _test_source(index: int) -> str:
+    """One trivial test; one in ten uses the function-scoped fixture, one in ten the module-scoped one."""
+    if index % 10 == 3:
+        return f"def test_{index}(resource):\n    assert resource['opened']\n"
+    if index % 10 == 7:
+        return f"def test_{index}(shared):\n    assert shared['name'] == 'shared'\n"
+    return f"def test_{index}():\n    assert True\n"
+
+
+def write_suite(root: str, tests: int) -> int:
+    """Write ``tests`` trivial tests, 100 per module; return the number of modules."""
+    with open(os.path.join(root, "pytest.ini"), "w") as file:
+        file.write(PYTEST_INI)
+    with open(os.path.join(root, "conftest.py"), "w") as file:
+        file.write(CONFTEST)
+    modules = 0
+    for start in range(0, tests, TESTS_PER_MODULE):
+        count = min(TESTS_PER_MODULE, tests - start)
+        source = "\n\n".join(_test_source(index) for index in range(count))
+        with open(os.path.join(root, f"test_generated_{modules:03d}.py"), "w") as file:
+            file.write(source)
+        modules += 1
+    return modules
+
+
+LEAKY_TEST = """\
+import threading
+
+_release = threading.Event()
+
+
+def test_leaks_a_thread():
+    threading.Thread(target=_release.wait, name="bench-sanity-leak", daemon=True).start()
+"""
+
+
+# --------------------------------------------------------------------------- configurations
+
+
+class Config:
+    """One way to run pytest on the suite, and the configuration it is compared with."""
+
+    def __init__(self, key: str, label: str, args: Sequence[str], baseline: Optional[str]) -> None:
+        self.key = key
+        self.label = label
+        self.args = tuple(args)
+        self.baseline = baseline
+        self.wall: List[float] = []
+        self.cpu: List[float] = []
+        self.session: List[float] = []
+
+
+def make_configs(threadleak: bool) -> List[Config]:
+    no_threadleak = ("-p", "no:threadleak") if threadleak else ()
+    configs = [
+        Config("a", "a  baseline: -p no:leakcheck", ("-p", "no:leakcheck", *no_threadleak), None),
+        Config("b", "b  --leakcheck", ("--leakcheck", *no_threadleak), "a"),
+        Config("c", "c  plugin loaded, no flag", no_threadleak, "a"),
+    ]
+    if threadleak:
+        configs += [
+            Config("d0", "d0 threadleak baseline: -p no:leakcheck", ("-p", "no:leakcheck"), "a"),
+            Config("d", "d  --threadleak -p no:leakcheck", ("-p", "no:leakcheck", "--threadleak"), "d0"),
+        ]
+    return configs
+
+
+class Run:
+    """One pytest process: its wall time, CPU time (user + system), session time, output and status."""
+
+    def __init__(self, wall: float, cpu: float, session: float, output: str, status: int) -> None:
+        self.wall = wall
+        self.cpu = cpu
+        self.session = session
+        self.output = output
+        self.status = status
+
+
+def _children_cpu() -> float:
+    if resource is None:
+        return float("nan")
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_pytest(python: str, root: str, args: Sequence[str], scratch: str) -> Run:
+    """Run pytest once on the suite in ``root``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
+    for key in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE"):
+        env.pop(key, None)
+    # Bytecode is cached (as on most machines), but in the scratch directory, never next to the sources.
+    env["PYTHONPYCACHEPREFIX"] = os.path.join(scratch, "pycache")
+    timing_file = env[TIMING_ENV] = os.path.join(scratch, "session-time")
+    if os.path.exists(timing_file):
+        os.remove(timing_file)
+    command = [python, "-m", "pytest", *BASE_ARGS, *args]
+    cpu = _children_cpu()
+    started = time.perf_counter()
+    completed = subprocess.run(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - started
+    cpu = _children_cpu() - cpu
+    try:
+        with open(timing_file) as file:
+            session = float(file.read())
+    except (OSError, ValueError):
+        session = float("nan")
+    return Run(wall, cpu, session, completed.stdout.decode(errors="replace"), completed.returncode)
+
+
+def probe(python: str) -> Dict[str, str]:
+    """What the interpreter under test has: versions, and why pytest-threadleak is missing."""
+    code = textwrap.dedent(
+        """\
+        import json, platform
+        info = {"python": platform.python_version()}
+        for name in ("pytest", "leakcheck"):
+            module = __import__(name)
+            info[name] = getattr(module, "__version__", "?") + " " + module.__file__
+        try:
+            import pytest_threadleak
+            info["threadleak"] = pytest_threadleak.__file__
+        except ImportError as error:
+            info["threadleak_error"] = f"{type(error).__name__}: {error}"
+        print(json.dumps(info))
+        """
+    )
+    completed = subprocess.run([python, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+    if completed.returncode != 0:
+        sys.exit(f"{python} cannot import pytest and leakcheck:\n{completed.stderr.decode(errors='replace')}")
+    info: Dict[str, str] = json.loads(completed.stdout)
+    return info
+
+
+def sanity_check(python: str, configs: Sequence[Config], scratch: str) -> None:
+    """Each configuration must do what its label says: only b and d fail a test that leaks a thread."""
+    root = os.path.join(scratch, "sanity")
+    os.mkdir(root)
+    with open(os.path.join(root, "pytest.ini"), "w") as file:
+        file.write(PYTEST_INI)
+    with open(os.path.join(root, "test_leaky.py"), "w") as file:
+        file.write(LEAKY_TEST)
+    for config in configs:
+        args = (*config.args, "--leakcheck-timeout=0.05") if config.key == "b" else config.args
+        run = run_pytest(python, root, args, scratch)
+        should_fail = config.key in ("b", "d")
+        named = "bench-sanity-leak" in run.output
+        if (run.status == 1 and named) if should_fail else run.status == 0:
+            continue
+        expected = "fail, naming bench-sanity-leak" if should_fail else "pass"
+        sys.exit(f"sanity check: {config.label!r} should {expected} (exit status {run.status}):\n{run.output}")
+
+
+def check_run(config: Config, run: Run, tests: int) -> Run:
+    if run.status != 0 or f"{tests} passed" not in run.output:
+        tail = run.output[-3000:]
+        sys.exit(f"configuration {config.label!r}: expected '{tests} passed', exit status {run.status}:\n{tail}")
+    return run
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def seconds(value: float) -> str:
+    return f"{value:.3f} s"
+
+
+def percent(ratio: float) -> str:
+    return f"{(ratio - 1) * 100:+.1f}%"
+
+
+def print_table(configs: Sequence[Config], tests: int) -> None:
+    by_key = {config.key: config for config in configs}
+    headers = ("configuration", "vs", "wall (median)", "min..max", "ratio", "per test", "CPU ratio", "session ratio")
+    cells = []
+    for config in configs:
+        wall = statistics.median(config.wall)
+        row = [config.label, config.baseline or "-", seconds(wall), f"{min(config.wall):.3f}..{max(config.wall):.3f}"]
+        if config.baseline is None:
+            row += ["-", "-", f"({seconds(statistics.median(config.cpu))})", f"({seconds(statistics.median(config.session))})"]
+        else:
+            base = by_key[config.baseline]
+            ratio = wall / statistics.median(base.wall)
+            per_test = (wall - statistics.median(base.wall)) / tests * 1e6
+            cpu = statistics.median(config.cpu) / statistics.median(base.cpu)
+            session = statistics.median(config.session) / statistics.median(base.session)
+            row += [f"{ratio:.3f} ({percent(ratio)})", f"{per_test:+.1f} us", f"{cpu:.3f}", f"{session:.3f}"]
+        cells.append(tuple(row))
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    print(line)
+    print("-" * len(line))
+    for c in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="leakcheck pytest plugin benchmark (see benchmarks/README.md)")
+    parser.add_argument("--tests", type=int, default=2_000, help="number of generated trivial tests (default 2000)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of every configuration (default 5)")
+    parser.add_argument(
+        "--python", default=sys.executable, help="interpreter that runs pytest (default: the one running this script)"
+    )
+    parser.add_argument("--strict", action="store_true", help="exit 1 when the 3%% target is missed")
+    parser.add_argument("--keep", action="store_true", help="keep the generated suite and print where it is")
+    args = parser.parse_args(argv)
+    if args.tests < 1 or args.rounds < 1:
+        parser.error("--tests and --rounds must be at least 1")
+
+    info = probe(args.python)
+    threadleak = "threadleak" in info
+    print(
+        f"leakcheck pytest plugin benchmark: Python {info['python']} ({args.python}), "
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs"
+    )
+    print(f"  pytest {info['pytest']}")
+    print(f"  leakcheck {info['leakcheck']}")
+    if threadleak:
+        print(f"  pytest-threadleak {info['threadleak']}")
+    else:
+        print(f"  configuration d (pytest-threadleak) skipped: {info['threadleak_error']} in {args.python}")
+
+    started = time.perf_counter()
+    scratch = tempfile.mkdtemp(prefix="leakcheck-bench-pytest-")
+    try:
+        root = os.path.join(scratch, "suite")
+        os.mkdir(root)
+        modules = write_suite(root, args.tests)
+        print(
+            f"  suite: {args.tests:,} tests in {modules} modules ({TESTS_PER_MODULE} per module; one in ten uses a "
+            f"function-scoped yield fixture, one in ten a module-scoped one), {args.rounds} rounds"
+        )
+        configs = make_configs(threadleak)
+        sanity_check(args.python, configs, scratch)
+        for config in configs:  # warm-up: bytecode caches, assertion rewriting, the OS's file cache
+            check_run(config, run_pytest(args.python, root, config.args, scratch), args.tests)
+        for index in range(args.rounds):
+            for config in configs if index % 2 == 0 else reversed(configs):
+                run = check_run(config, run_pytest(args.python, root, config.args, scratch), args.tests)
+                config.wall.append(run.wall)
+                config.cpu.append(run.cpu)
+                config.session.append(run.session)
+        if args.keep:
+            print(f"  generated suite kept in {root}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    print()
+    print_table(configs, args.tests)
+    print()
+    by_key = {config.key: config for config in configs}
+    base = statistics.median(by_key["a"].wall)
+    added = statistics.median(by_key["b"].wall) / base - 1
+    ok = added <= TARGET
+    print(f"--leakcheck adds {added * 100:.1f}% (target <= {TARGET * 100:.0f}%): {'OK' if ok else 'MISSED'}")
+    idle = statistics.median(by_key["c"].wall) / base - 1
+    print(f"plugin loaded but not enabled adds {idle * 100:.1f}% (info)")
+    if threadleak:
+        ratio = statistics.median(by_key["d"].wall) / statistics.median(by_key["d0"].wall) - 1
+        print(f"pytest-threadleak --threadleak adds {ratio * 100:.1f}% (info)")
+    if not ok:
+        print(f"TARGET MISSED: --leakcheck adds {added * 100:.1f}% (target <= {TARGET * 100:.0f}%)")
+    print(f"total {time.perf_counter() - started:.1f} s")
+    return 1 if not ok and args.strict else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
