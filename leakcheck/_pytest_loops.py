@@ -83,6 +83,12 @@ def anyio_runner_lease(item: Any) -> Optional[ContextManager[Any]]:
     return _lease(get_runner, options) if name == "asyncio" else None
 
 
+def last_lease() -> bool:
+    """Whether releasing our lease closes anyio's runner (and so cancels its tasks)."""
+    leases = getattr(sys.modules.get("anyio.pytest_plugin"), "_runner_leases", 1)
+    return not isinstance(leases, int) or leases <= 1
+
+
 @contextlib.contextmanager
 def _lease(get_runner: Any, options: Any) -> Iterator[Any]:
     with get_runner("asyncio", options) as runner:

@@ -33,7 +33,7 @@ from ._matching import MatcherLike, StackPattern, validate_matchers
 from ._model import Info, Snapshot
 from ._options import Options
 from ._probes import Census
-from ._pytest_loops import anyio_runner_lease, track_runner_loop
+from ._pytest_loops import anyio_runner_lease, last_lease, track_runner_loop
 from ._pytest_settings import MARKER, MARKER_HELP, Settings, add_options, read_marker, read_settings
 from ._report import LeakReport
 from ._snapshot import snapshot
@@ -174,11 +174,15 @@ class LeakCheckPlugin:
         settings = self.settings
         if settings.scope == "session" and settings.enabled and self._window(_SESSION) is None:
             self.windows.append(Window("the test session", _SESSION, settings.options({})))
-        if settings.scope == "module" and self._window(_MODULE) is None:
+        if settings.scope == "module":
             module = _module_node(item)
+            label = f"module {module.nodeid}"
+            stale = self._window(_MODULE)
+            if stale is not None and stale.label != label:  # its last test never reached teardown
+                self.windows.remove(stale)
             options = self._module_window_options(module)
-            if options is not None:
-                self.windows.append(Window(f"module {module.nodeid}", _MODULE, options))
+            if options is not None and self._window(_MODULE) is None:
+                self.windows.append(Window(label, _MODULE, options))
         plan = self.plan(item)
         window = None
         if plan.options is not None:
@@ -211,11 +215,12 @@ class LeakCheckPlugin:
             for window in closing:
                 if window.options is None:
                     started = window.started()
-                    for broader in self.windows:
-                        broader.absorb(started)
+                    for broader in (*self.windows, *closing):
+                        if broader.rank > window.rank:
+                            broader.absorb(started)
                 elif not skips_check(error):
                     failures.extend(_finish(window, error))
-            if self._leased_loop is not None and not skips_check(error):
+            if self._leased_loop is not None and last_lease() and not skips_check(error):
                 self._closing_loop(self._leased_loop)
         finally:
             self._release_lease()
