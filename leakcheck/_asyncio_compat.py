@@ -70,6 +70,8 @@ def task_tokens() -> FrozenSet[Any]:
     if registries is None:
         return frozenset(weakref.ref(task) for task in _fallback_all_tasks())
     weak, strong = registries
+    if not weak:  # asyncio was never imported: there is no task
+        return _EMPTY
     tokens: FrozenSet[Any] = frozenset(weak[0]) if len(weak) == 1 else frozenset().union(*weak)
     if any(strong):
         tokens = tokens.union(*(_strong_tokens(tasks) for tasks in strong))

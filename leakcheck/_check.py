@@ -236,6 +236,7 @@ def decorate(check: LeakCheck, target: Any) -> Any:
             async with check:
                 return await target(*args, **kwargs)
 
+        checked_coroutine._leakcheck_self_checked = True  # type: ignore[attr-defined]
         return checked_coroutine
 
     @functools.wraps(target)
@@ -243,7 +244,17 @@ def decorate(check: LeakCheck, target: Any) -> Any:
         with check:
             return target(*args, **kwargs)
 
+    checked._leakcheck_self_checked = True  # type: ignore[attr-defined]
     return checked
+
+
+def is_self_checked(target: object) -> bool:
+    """Whether ``target`` (a function or class) runs its own check: ``@no_leaks`` or a LeakCheck base class.
+
+    Runners that check every test leave such tests to their own check, with
+    their own options, instead of checking them twice.
+    """
+    return bool(getattr(target, "_leakcheck_self_checked", False))
 
 
 @overload

@@ -53,7 +53,12 @@ def _clean_report(timeout: float) -> LeakReport:
 
 
 def enabled_probes(options: Options) -> Tuple[Probe, ...]:
-    return tuple(probe for probe in PROBES if getattr(options, probe.option))
+    return _probes_for(tuple(getattr(options, probe.option) for probe in PROBES))
+
+
+@functools.cache  # one entry per combination of kinds
+def _probes_for(enabled: Tuple[bool, ...]) -> Tuple[Probe, ...]:
+    return tuple(probe for probe, on in zip(PROBES, enabled) if on)
 
 
 def take_census(probes: Sequence[Probe]) -> Census:

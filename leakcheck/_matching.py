@@ -101,9 +101,10 @@ def validate_matchers(matchers: object, what: str = "ignore") -> Tuple[MatcherLi
     if callable(matchers):
         return (matchers,)
     if isinstance(matchers, (str, bytes)) or not isinstance(matchers, Iterable):
+        hint = " (use ignore_name() to ignore by name)" if isinstance(matchers, str) else ""
         raise TypeError(
             f"{what} takes matchers such as ignore_name('worker'), or callables, "
-            f"not {type(matchers).__name__}"
+            f"not {type(matchers).__name__}{hint}"
         )
     checked = tuple(matchers)
     for matcher in checked:

@@ -11,13 +11,15 @@ import dataclasses
 import math
 import numbers
 import threading
-from typing import Callable, Tuple, Union
+from typing import Callable, Dict, Tuple, Union
 
 from ._matching import MatcherLike, StackPatterns, validate_matchers, validate_patterns
 from ._report import LeakReport
 
 OnLeak = Union[str, Callable[[LeakReport], object]]
 _ON_LEAK_ACTIONS = ("raise", "warn")
+KINDS = ("threads", "tasks")
+"""The kinds of resource a check can cover, each turned on by the option of that name."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,3 +80,20 @@ def make_options(
         on_leak=_check_on_leak(on_leak),
         cancel_tasks=_check_flag(cancel_tasks, "cancel_tasks"),
     )
+
+
+def parse_seconds(text: str, what: str) -> float:
+    """A grace period given as text, on a command line or in an ini file."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"{what} must be a number of seconds, not {text!r}") from None
+    return check_timeout(number, what)
+
+
+def parse_kinds(text: str, what: str) -> Dict[str, bool]:
+    """``"threads,tasks"`` as options: which kinds to check."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names or any(name not in KINDS for name in names):
+        raise ValueError(f"{what} must be a comma-separated list of {', '.join(KINDS)}, not {text!r}")
+    return {kind: kind in names for kind in KINDS}

@@ -27,7 +27,7 @@ from typing import Any, Dict, Generator, List, Optional, Sequence, Union
 import pytest
 
 from ._assertions import assert_no_stack_match, assert_stack_match, find_stacks
-from ._check import LeakCheck, act_on_report, attach_to_error, skips_check
+from ._check import LeakCheck, act_on_report, attach_to_error, is_self_checked, skips_check
 from ._compare import PROBES, check_steps, enabled_probes, take_census
 from ._matching import MatcherLike, StackPattern, validate_matchers
 from ._model import Info, Snapshot
@@ -95,7 +95,10 @@ class Window:
 
     def check(self) -> List[LeakReport]:
         """The window's findings: those made before a loop closed, then the final check."""
-        report = run_blocking(check_steps(self.before, self._options(), self.probes))
+        options = self._options()
+        if not options.forbid and not any(probe.new_since(self.before[probe.option]) for probe in self.probes):
+            return list(self.early)  # the common case, kept cheap: nothing new at all
+        report = run_blocking(check_steps(self.before, options, self.probes))
         return [*self.early, report] if report else list(self.early)
 
 
@@ -110,6 +113,10 @@ class _Plan:
 _Node = Union[pytest.Item, pytest.Collector]
 _plan_key = pytest.StashKey[_Plan]()
 _window_key = pytest.StashKey[Optional[Window]]()
+
+
+def _checks_itself(item: pytest.Item) -> bool:
+    return is_self_checked(getattr(item, "obj", None)) or is_self_checked(getattr(item, "cls", None))
 
 
 def _module_node(item: pytest.Item) -> _Node:
@@ -141,13 +148,13 @@ class LeakCheckPlugin:
         if marker.enabled is False:
             return _Plan(opted_out=True)
         on_module = mark is not None and isinstance(node, (pytest.Module, pytest.Package))
+        asked = (mark is not None and not on_module) or "leakcheck" in getattr(item, "fixturenames", ())
         scope = self.settings.scope
-        wanted = (
-            (mark is not None and not on_module)  # a marker on the test or its class
-            or "leakcheck" in getattr(item, "fixturenames", ())
-            or (on_module and scope != "module")
-            or (self.settings.enabled and scope == "test")
-        )
+        run_wide = (on_module and scope != "module") or self.settings.enabled
+        if not asked and run_wide and _checks_itself(item):
+            # @no_leaks or a LeakCheckTestCase: its own check, with its own options, decides.
+            return _Plan(opted_out=True)
+        wanted = asked or (on_module and scope != "module") or (self.settings.enabled and scope == "test")
         return _Plan(options=options if wanted else None)
 
     def _module_window_options(self, module: _Node) -> Optional[Options]:

@@ -13,14 +13,12 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import pytest
 
-from ._compare import PROBES
-from ._matching import Matcher, MatcherLike, ignore_any_function, ignore_name, ignore_top_function
-from ._options import Options, check_timeout, make_options
+from ._matching import Matcher, MatcherLike, ignore_any_function, ignore_name, ignore_top_function, validate_matchers
+from ._options import KINDS, Options, make_options, parse_kinds, parse_seconds
 from ._pytest_loops import is_anyio_runner_task
 
 MARKER = "leakcheck"
 SCOPES = ("test", "module", "session")
-KINDS = tuple(probe.option for probe in PROBES)
 OPTION_NAMES = tuple(field.name for field in dataclasses.fields(Options))
 MARKER_KEYS = ("enabled", *OPTION_NAMES)
 
@@ -59,7 +57,11 @@ def add_options(parser: pytest.Parser) -> None:
         help="check each test (test, the default), each module (module) or the whole run (session)",
     )
     parser.addini("leakcheck", "check every test for leaked threads and tasks", type="bool", default=False)
-    parser.addini("leakcheck_timeout", "grace period in seconds (default 1.0)", default=None)
+    timeout_help = "grace period in seconds (default 1.0)"
+    if pytest.version_tuple >= (8, 4):  # a float option takes a TOML number in pytest 9's [tool.pytest]
+        parser.addini("leakcheck_timeout", timeout_help, type="float", default=None)
+    else:
+        parser.addini("leakcheck_timeout", timeout_help, default=None)
     parser.addini("leakcheck_kinds", f"kinds to check: {','.join(KINDS)}", default=None)
     parser.addini("leakcheck_scope", "test, module or session", default=None)
     parser.addini(
@@ -89,7 +91,7 @@ class Settings:
         merged = dict(self.defaults)
         merged.update(marker_options)
         if "ignore" in marker_options:  # ini matchers always apply; a marker adds its own
-            merged["ignore"] = (*self.defaults.get("ignore", ()), *marker_options["ignore"])
+            merged["ignore"] = (*self.defaults.get("ignore", ()), *validate_matchers(marker_options["ignore"]))
         return make_options(**merged)
 
 
@@ -105,24 +107,17 @@ def parse_matcher(line: str) -> Matcher:
         raise ValueError(f"leakcheck_ignore: {line!r}: {error}") from None
 
 
-def parse_kinds(text: str) -> Dict[str, bool]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in KINDS]
-    if unknown or not names:
-        kinds = ", ".join(KINDS)
-        raise ValueError(f"--leakcheck-kinds (ini leakcheck_kinds) must be a comma-separated list of {kinds}: {text!r}")
-    return {kind: kind in names for kind in KINDS}
-
-
 def _setting(config: pytest.Config, option: str, ini: str) -> Optional[str]:
     value = config.getoption(option)
     if value is None:
-        value = config.getini(ini)
+        try:
+            value = config.getini(ini)
+        except (ValueError, pytest.UsageError) as error:  # a float option given as text that is no number
+            flag = "--" + option.replace("_", "-")
+            raise ValueError(f"{flag} (ini {ini}) must be a number of seconds ({error})") from None
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise ValueError(f"{ini} must be text, not {value!r}")
-    return value.strip() or None
+    return str(value).strip() or None
 
 
 def read_settings(config: pytest.Config) -> Settings:
@@ -132,14 +127,10 @@ def read_settings(config: pytest.Config) -> Settings:
         defaults: Dict[str, Any] = {}
         timeout = _setting(config, "leakcheck_timeout", "leakcheck_timeout")
         if timeout is not None:
-            try:
-                number: object = float(timeout)
-            except ValueError:
-                number = timeout
-            defaults["timeout"] = check_timeout(number, "--leakcheck-timeout (ini leakcheck_timeout)")
+            defaults["timeout"] = parse_seconds(timeout, "--leakcheck-timeout (ini leakcheck_timeout)")
         kinds = _setting(config, "leakcheck_kinds", "leakcheck_kinds")
         if kinds is not None:
-            defaults.update(parse_kinds(kinds))
+            defaults.update(parse_kinds(kinds, "--leakcheck-kinds (ini leakcheck_kinds)"))
         scope = _setting(config, "leakcheck_scope", "leakcheck_scope") or "test"
         if scope not in SCOPES:
             scopes = ", ".join(SCOPES)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import unittest
 from typing import Any, ClassVar, Dict, Optional, TypeVar
 
-from ._check import LeakCheck, _Block, no_leaks
+from ._check import LeakCheck, _Block, is_self_checked, no_leaks
 from ._report import LeakError
 
 T = TypeVar("T", bound=type)
@@ -62,9 +62,9 @@ def start_test_check(case: unittest.TestCase, check: LeakCheck) -> None:
         case.addCleanup(_finish, case, block)
 
 
-def is_self_checked(case: unittest.TestCase) -> bool:
-    """Whether ``case`` runs its own leak check (``@no_leaks`` or a LeakCheck base class)."""
-    return bool(getattr(type(case), "_leakcheck_self_checked", False))
+def checks_itself(case: unittest.TestCase) -> bool:
+    """Whether ``case`` runs its own leak check, through its class or its test method."""
+    return is_self_checked(type(case)) or is_self_checked(getattr(case, case._testMethodName, None))
 
 
 def decorate_testcase(cls: T, check: LeakCheck) -> T:

@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import sys
 import unittest
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ._check import LeakCheck
-from ._options import check_timeout, make_options
-from ._unittest import is_self_checked, start_test_check
+from ._options import KINDS, make_options, parse_kinds, parse_seconds
+from ._unittest import checks_itself, start_test_check
 
 _PROG = "python -m leakcheck.unittest"
-_KINDS = ("threads", "tasks")
 
 
 class LeakCheckResult(unittest.TextTestResult):
@@ -30,33 +29,33 @@ class LeakCheckResult(unittest.TextTestResult):
 
     def startTest(self, test: unittest.TestCase) -> None:
         super().startTest(test)
-        if isinstance(test, unittest.TestCase) and not is_self_checked(test):
+        if isinstance(test, unittest.TestCase) and not checks_itself(test):
             start_test_check(test, self.check)
 
 
 def _split_arguments(argv: Sequence[str]) -> Tuple[LeakCheck, List[str]]:
     """Take leakcheck's own options out of ``argv``; the rest is for unittest."""
-    parser = argparse.ArgumentParser(prog=_PROG, add_help=False)
-    parser.add_argument("--leakcheck-timeout", metavar="SECONDS")
-    parser.add_argument("--leakcheck-kinds", metavar="KINDS")
+    parser = argparse.ArgumentParser(
+        prog=_PROG,
+        add_help=False,
+        description="Run a unittest suite with every test checked for leaked threads and asyncio tasks. "
+        "Takes the arguments of python -m unittest (below), and these:",
+    )
+    parser.add_argument("--leakcheck-timeout", metavar="SECONDS", help="grace period (default 1.0)")
+    parser.add_argument("--leakcheck-kinds", metavar="KINDS", help=f"what to check: {','.join(KINDS)} (default: all)")
     ours, rest = parser.parse_known_args(argv)
-    kinds = {kind: True for kind in _KINDS}
+    options: Dict[str, Any] = {}
     try:
-        timeout = 1.0
         if ours.leakcheck_timeout is not None:
-            try:
-                number: object = float(ours.leakcheck_timeout)
-            except ValueError:
-                number = ours.leakcheck_timeout
-            timeout = check_timeout(number, "--leakcheck-timeout")
+            options["timeout"] = parse_seconds(ours.leakcheck_timeout, "--leakcheck-timeout")
         if ours.leakcheck_kinds is not None:
-            names = [name.strip() for name in ours.leakcheck_kinds.split(",") if name.strip()]
-            if not names or any(name not in _KINDS for name in names):
-                raise ValueError(f"--leakcheck-kinds takes a comma-separated list of {', '.join(_KINDS)}")
-            kinds = {kind: kind in names for kind in _KINDS}
-    except (TypeError, ValueError) as error:
+            options.update(parse_kinds(ours.leakcheck_kinds, "--leakcheck-kinds"))
+    except ValueError as error:
         parser.error(str(error))
-    return LeakCheck(make_options(timeout=timeout, **kinds)), rest
+    if "-h" in rest or "--help" in rest:
+        parser.print_help()
+        print()
+    return LeakCheck(make_options(**options)), rest
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Any:

@@ -3,7 +3,9 @@
 Those runners cancel the tasks a test leaves on their loops, silently; with
 ``--leakcheck`` such tasks are reported, and what a fixture stops in time is not.
 Inner suites leave tasks only on loops that their runner closes (and so
-cancels) at teardown, and release every thread they leak before they end.
+cancels) at teardown, keeping them referenced until then (a pending task can
+be garbage-collected, which would hide it), and release every thread they
+leak before they end.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-FAST = ("--leakcheck", "--leakcheck-timeout=0.1")
+# hypothesis's plugin imports hypothesis afresh in every inner run: seconds, for nothing here
+FAST = ("--leakcheck", "--leakcheck-timeout=0.1", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 ASYNCIO_INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
 
 
@@ -29,7 +32,19 @@ needs_loop_scope = pytest.mark.skipif(
 )
 
 
-def write_asyncio_suite(pytester: pytest.Pytester, mode: str, source: str, name: str = "test_suite") -> None:
+KEEP_TASKS = """
+# A pending task is a collectable reference cycle: keep each one until its loop cancels it.
+KEEP = []
+
+
+def keep(task):
+    KEEP.append(task)
+    return task
+
+"""
+
+
+def write_asyncio_suite(pytester: pytest.Pytester, mode: str, source: str) -> None:
     """Write ``source`` for pytest-asyncio in ``mode``.
 
     ``@async_test`` becomes ``@pytest.mark.asyncio`` in strict mode and
@@ -40,9 +55,9 @@ def write_asyncio_suite(pytester: pytest.Pytester, mode: str, source: str, name:
     source = textwrap.dedent(source)
     source = source.replace("@async_test\n", "@pytest.mark.asyncio\n" if strict else "")
     source = source.replace("@async_fixture", "@pytest_asyncio.fixture" if strict else "@pytest.fixture")
-    header = "import asyncio\nimport threading\n\nimport pytest\nimport pytest_asyncio\n\n"
-    pytester.makeini(ASYNCIO_INI + ("asyncio_mode = auto\n" if not strict else "asyncio_mode = strict\n"))
-    pytester.makepyfile(**{name: header + source})
+    header = "import asyncio\nimport threading\n\nimport pytest\nimport pytest_asyncio\n\n" + KEEP_TASKS
+    pytester.makeini(ASYNCIO_INI + f"asyncio_mode = {mode}\n")
+    pytester.makepyfile(test_suite=header + source)
 
 
 def output_of(result: pytest.RunResult) -> str:
@@ -68,7 +83,7 @@ def test_asyncio_pending_task_left_by_the_test_is_reported(pytester: pytest.Pyte
         """
         @async_test
         async def test_leaves_a_task():
-            asyncio.create_task(asyncio.Event().wait(), name="forgotten-watcher")
+            keep(asyncio.create_task(asyncio.Event().wait(), name="forgotten-watcher"))
         """,
     )
     result = pytester.runpytest(*FAST)
@@ -89,7 +104,7 @@ def test_asyncio_leaked_task_reports_its_coroutine(pytester: pytest.Pytester, mo
 
         @async_test
         async def test_leaves_a_task():
-            asyncio.create_task(poll_forever())
+            keep(asyncio.create_task(poll_forever()))
         """,
     )
     result = pytester.runpytest(*FAST)
@@ -111,7 +126,7 @@ def test_asyncio_task_finishing_within_the_grace_period_is_clean(pytester: pytes
 
         @async_test
         async def test_starts_a_short_task():
-            asyncio.create_task(finish_soon(), name="short-lived")
+            keep(asyncio.create_task(finish_soon(), name="short-lived"))
 
         def test_the_task_ran_to_its_end():
             assert DONE == [True]
@@ -152,7 +167,7 @@ def test_asyncio_task_left_by_async_fixture_is_reported(pytester: pytest.Pyteste
         """
         @async_fixture
         async def watcher():
-            yield asyncio.create_task(asyncio.Event().wait(), name="fixture-watcher")
+            yield keep(asyncio.create_task(asyncio.Event().wait(), name="fixture-watcher"))
 
         @async_test
         async def test_uses_the_fixture(watcher):
@@ -180,7 +195,7 @@ def test_asyncio_module_loop_task_is_reported_for_the_test_that_left_it_only(pyt
         LEFT = []
 
         async def test_leaves_a_task():
-            LEFT.append(asyncio.create_task(asyncio.Event().wait(), name="module-loop-straggler"))
+            LEFT.append(keep(asyncio.create_task(asyncio.Event().wait(), name="module-loop-straggler")))
 
         async def test_runs_next_on_the_same_loop():
             assert not LEFT[0].done()
@@ -204,7 +219,7 @@ def test_asyncio_task_of_module_scoped_fixture_is_not_blamed_on_first_test(pytes
 
         @pytest_asyncio.fixture(scope="module", loop_scope="module")
         async def server():
-            yield asyncio.create_task(asyncio.Event().wait(), name="module-server")
+            yield keep(asyncio.create_task(asyncio.Event().wait(), name="module-server"))
 
         async def test_first(server):
             assert not server.done()
@@ -218,19 +233,26 @@ def test_asyncio_task_of_module_scoped_fixture_is_not_blamed_on_first_test(pytes
 
 # -- anyio
 
-ANYIO_HEADER = """
+ANYIO_HEADER = (
+    """
 import asyncio
 
 import pytest
+
+"""
+    + KEEP_TASKS
+    + """
 
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
 
 """
+)
 
 
 def write_anyio_suite(pytester: pytest.Pytester, source: str) -> None:
+    pytester.makeini(ASYNCIO_INI)
     pytester.makepyfile(test_suite=ANYIO_HEADER + textwrap.dedent(source))
 
 
@@ -240,7 +262,7 @@ def test_anyio_pending_task_left_by_the_test_is_reported(pytester: pytest.Pytest
         """
         @pytest.mark.anyio
         async def test_leaves_a_task():
-            asyncio.create_task(asyncio.Event().wait(), name="anyio-straggler")
+            keep(asyncio.create_task(asyncio.Event().wait(), name="anyio-straggler"))
         """,
     )
     result = pytester.runpytest(*FAST)
@@ -290,7 +312,7 @@ def test_anyio_task_left_by_async_fixture_is_reported(pytester: pytest.Pytester)
         """
         @pytest.fixture
         async def watcher():
-            yield asyncio.create_task(asyncio.Event().wait(), name="anyio-fixture-watcher")
+            yield keep(asyncio.create_task(asyncio.Event().wait(), name="anyio-fixture-watcher"))
 
         @pytest.mark.anyio
         async def test_uses_the_fixture(watcher):
@@ -342,7 +364,7 @@ def test_task_leak_is_not_reported_when_only_threads_are_checked(pytester: pytes
         """
         @async_test
         async def test_leaves_a_task():
-            asyncio.create_task(asyncio.Event().wait(), name="unchecked-task")
+            keep(asyncio.create_task(asyncio.Event().wait(), name="unchecked-task"))
         """,
     )
     assert_clean(pytester.runpytest(*FAST, "--leakcheck-kinds=threads"), passed=1)
@@ -390,7 +412,7 @@ def test_pending_task_is_reported_by_module_and_session_checks(
         """
         @async_test
         async def test_leaves_a_task():
-            asyncio.create_task(asyncio.Event().wait(), name="cancelled-at-loop-close")
+            keep(asyncio.create_task(asyncio.Event().wait(), name="cancelled-at-loop-close"))
 
         def test_last():
             pass
@@ -425,7 +447,7 @@ def test_run_completes_normally_after_a_task_leak(pytester: pytest.Pytester) -> 
 
         @async_test
         async def test_leaves_a_task():
-            asyncio.create_task(park(), name="parked-task")
+            keep(asyncio.create_task(park(), name="parked-task"))
 
         @async_test
         async def test_next_async_test_runs():
@@ -453,7 +475,7 @@ def test_xdist_workers_report_task_leaks(pytester: pytest.Pytester) -> None:
         """
         @async_test
         async def test_leaves_a_task():
-            asyncio.create_task(asyncio.Event().wait(), name="worker-straggler")
+            keep(asyncio.create_task(asyncio.Event().wait(), name="worker-straggler"))
 
         @async_test
         async def test_clean():
