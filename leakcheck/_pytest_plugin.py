@@ -166,11 +166,15 @@ class LeakCheckPlugin:
         return self._module_options[module.nodeid]
 
     @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(self, items: Sequence[pytest.Item]) -> None:
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: Sequence[pytest.Item]) -> None:
+        needed = self.settings.enabled
         for item in items:
-            self.plan(item)
+            plan = self.plan(item)
+            needed = needed or plan.options is not None
             if self.settings.scope == "module":
-                self._module_window_options(_module_node(item))
+                needed = self._module_window_options(_module_node(item)) is not None or needed
+        if not needed:  # nothing to check in this run: leave every test's hooks alone
+            config.pluginmanager.unregister(self)
 
     # -- windows
 
