@@ -65,6 +65,11 @@ def take_census(probes: Sequence[Probe]) -> Census:
     return {probe.option: probe.census() for probe in probes}
 
 
+def started_since(before: Census, probes: Sequence[Probe]) -> Census:
+    """The census tokens of what ``probes`` find alive now and ``before`` did not list."""
+    return {probe.option: probe.new_since(before.get(probe.option, frozenset())) for probe in probes}
+
+
 def _exempt_objects() -> List[Any]:
     """The checking thread and task: never a leak of their own check."""
     exempt: List[Any] = [threading.current_thread()]

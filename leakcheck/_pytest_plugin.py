@@ -28,7 +28,7 @@ import pytest
 
 from ._assertions import assert_no_stack_match, assert_stack_match, find_stacks
 from ._check import LeakCheck, act_on_report, attach_to_error, is_self_checked, skips_check
-from ._compare import PROBES, check_steps, enabled_probes, take_census
+from ._compare import PROBES, check_steps, enabled_probes, started_since, take_census
 from ._matching import MatcherLike, StackPattern, validate_matchers
 from ._model import Info, Snapshot
 from ._options import Options
@@ -74,7 +74,7 @@ class Window:
                 self.before[option] = self.before[option] | tokens
 
     def started(self) -> Census:
-        return {probe.option: probe.new_since(self.before[probe.option]) for probe in self.probes}
+        return started_since(self.before, self.probes)
 
     def _options(self, **changes: Any) -> Options:
         assert self.options is not None
@@ -96,7 +96,7 @@ class Window:
     def check(self) -> List[LeakReport]:
         """The window's findings: those made before a loop closed, then the final check."""
         options = self._options()
-        if not options.forbid and not any(probe.new_since(self.before[probe.option]) for probe in self.probes):
+        if not options.forbid and not any(self.started().values()):
             return list(self.early)  # the common case, kept cheap: nothing new at all
         report = run_blocking(check_steps(self.before, options, self.probes))
         return [*self.early, report] if report else list(self.early)
@@ -144,8 +144,8 @@ class LeakCheckPlugin:
 
     def _make_plan(self, item: pytest.Item) -> _Plan:
         node, mark = next(iter(item.iter_markers_with_node(MARKER)), (item, None))
-        marker, options = read_marker(mark, self.settings, node.nodeid)
-        if marker.enabled is False:
+        enabled, options = read_marker(mark, self.settings, node.nodeid)
+        if enabled is False:
             return _Plan(opted_out=True)
         on_module = mark is not None and isinstance(node, (pytest.Module, pytest.Package))
         asked = (mark is not None and not on_module) or "leakcheck" in getattr(item, "fixturenames", ())
@@ -160,8 +160,8 @@ class LeakCheckPlugin:
     def _module_window_options(self, module: _Node) -> Optional[Options]:
         if module.nodeid not in self._module_options:
             mark = module.get_closest_marker(MARKER)
-            marker, options = read_marker(mark, self.settings, module.nodeid)
-            wanted = marker.enabled if marker.enabled is not None else self.settings.enabled
+            enabled, options = read_marker(mark, self.settings, module.nodeid)
+            wanted = enabled if enabled is not None else self.settings.enabled
             self._module_options[module.nodeid] = options if wanted else None
         return self._module_options[module.nodeid]
 
@@ -281,7 +281,7 @@ class LeakCheckPlugin:
             result = yield
         finally:
             if before is not None:
-                started = {probe.option: probe.new_since(before[probe.option]) for probe in PROBES}
+                started = started_since(before, PROBES)
                 for window in broader:
                     window.absorb(started)
         loop = track_runner_loop(result)

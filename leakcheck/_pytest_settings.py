@@ -145,21 +145,14 @@ def read_settings(config: pytest.Config) -> Settings:
     return Settings(enabled=enabled, scope=scope, defaults=defaults, default_options=default_options)
 
 
-@dataclasses.dataclass(frozen=True)
-class MarkerConfig:
-    """What the closest ``leakcheck`` marker says about a test, module or class."""
+def read_marker(marker: Optional[pytest.Mark], settings: Settings, where: str) -> Tuple[Optional[bool], Options]:
+    """Validate a ``leakcheck`` marker, or raise a usage error naming ``where``.
 
-    enabled: Optional[bool]
-    options: Mapping[str, Any]
-
-
-NO_MARKER = MarkerConfig(enabled=None, options={})
-
-
-def read_marker(marker: Optional[pytest.Mark], settings: Settings, where: str) -> Tuple[MarkerConfig, Options]:
-    """Validate a ``leakcheck`` marker, or raise a usage error naming ``where``."""
+    Returns what the marker says of ``enabled`` (``None``: there is no marker)
+    and the options of the check.
+    """
     if marker is None:
-        return NO_MARKER, settings.options({})
+        return None, settings.options({})
     try:
         if marker.args:
             raise TypeError(f"takes keyword options only, not positional arguments {marker.args!r}")
@@ -175,4 +168,4 @@ def read_marker(marker: Optional[pytest.Mark], settings: Settings, where: str) -
         options = settings.options(kwargs)
     except (TypeError, ValueError) as error:
         raise pytest.UsageError(f"{where}: @pytest.mark.{MARKER}: {error}") from None
-    return MarkerConfig(enabled=True if enabled is None else enabled, options=kwargs), options
+    return True if enabled is None else enabled, options
