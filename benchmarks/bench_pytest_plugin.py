@@ -33,15 +33,18 @@ time measured inside pytest, and the median time of one test's
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -197,17 +200,21 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_pytest(python: str, root: str, args: Sequence[str], scratch: str) -> Run:
-    """Run pytest once on the suite in ``root``."""
+def run_pytest(
+    python: str, root: str, args: Sequence[str], scratch: str, wrapper: Sequence[str] = (), hash_seed: str = ""
+) -> Run:
+    """Run pytest once on the suite in ``root``, under ``wrapper`` (a command prefix) if given."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
+    if hash_seed:
+        env["PYTHONHASHSEED"] = hash_seed
     for key in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE"):
         env.pop(key, None)
     # Bytecode is cached, as on most machines, but in the scratch directory, never next to the sources.
     env["PYTHONPYCACHEPREFIX"] = os.path.join(scratch, "pycache")
-    timing_file = env[TIMING_ENV] = os.path.join(scratch, "timings.json")
+    timing_file = env[TIMING_ENV] = os.path.join(scratch, f"timings-{os.getpid()}-{threading.get_ident()}.json")
     if os.path.exists(timing_file):
         os.remove(timing_file)
-    command = [python, "-m", "pytest", *BASE_ARGS, *args]
+    command = [*wrapper, python, "-m", "pytest", *BASE_ARGS, *args]
     cpu = _children_cpu()
     started = time.perf_counter()
     completed = subprocess.run(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -219,6 +226,43 @@ def run_pytest(python: str, root: str, args: Sequence[str], scratch: str) -> Run
     except (OSError, ValueError):
         timings = {}
     return Run(wall, cpu, timings, completed.stdout.decode(errors="replace"), completed.returncode)
+
+
+VALGRIND = ("valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null")
+_INSTRUCTIONS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def count_instructions(python: str, root: str, configs: Sequence[Config], scratch: str, tests: int) -> Dict[str, int]:
+    """Instructions each configuration executes, once each under cachegrind: a figure free of machine noise.
+
+    A fixed hash seed makes the count repeat to within a few instructions.
+    The bytecode cache is the one the timed runs warmed, so no run counts a
+    compilation.
+    """
+
+    def count(config: Config) -> int:
+        run = check_run(config, run_pytest(python, root, config.args, scratch, VALGRIND, "0"), tests)
+        found = _INSTRUCTIONS.search(run.output)
+        if found is None:
+            sys.exit(f"no instruction count in cachegrind's output for {config.label!r}:\n{run.output[-2000:]}")
+        return int(found.group(1).replace(",", ""))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        counts = dict(zip((config.key for config in configs), pool.map(count, configs)))
+    return counts
+
+
+def instructions_table(configs: Sequence[Config], counts: Dict[str, int], tests: int) -> None:
+    cells = []
+    for config in configs:
+        value = counts[config.key]
+        row = [config.label, config.baseline or "-", f"{value / 1e6:,.1f} M"]
+        if config.baseline is None:
+            cells.append([*row, "-", "-"])
+        else:
+            base = counts[config.baseline]
+            cells.append([*row, f"{(value / base - 1) * 100:+.2f}%", f"{(value - base) / tests:+,.0f}"])
+    print_table(["configuration", "vs", "instructions", "ratio", "per test"], cells)
 
 
 def probe(python: str) -> Dict[str, str]:
@@ -351,9 +395,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when the 3%% target is missed")
     parser.add_argument("--keep", action="store_true", help="keep the generated suite and print where it is")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count each configuration's instructions once under valgrind's cachegrind (needs valgrind)",
+    )
     args = parser.parse_args(argv)
     if args.tests < 1 or args.rounds < 1:
         parser.error("--tests and --rounds must be at least 1")
+    if args.instructions and shutil.which(VALGRIND[0]) is None:
+        parser.error("--instructions needs valgrind on PATH")
 
     info = probe(args.python)
     threadleak = "threadleak" in info
@@ -389,6 +440,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 config.cpu.append(run.cpu)
                 config.session.append(run.session)
                 config.test.append(run.test)
+        counts = count_instructions(args.python, root, configs, scratch, args.tests) if args.instructions else {}
         if args.keep:
             print(f"  generated suite kept in {root}")
     finally:
@@ -405,6 +457,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("and the fastest of those")
     inside_table(configs)
     print()
+    if counts:
+        print("Instructions executed by the whole pytest process, counted once under cachegrind with a fixed")
+        print("hash seed: the same work as the wall time, without the machine's noise")
+        instructions_table(configs, counts, args.tests)
+        print()
 
     by_key = {config.key: config for config in configs}
     a, b, c = by_key["a"], by_key["b"], by_key["c"]
@@ -415,6 +472,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"  [paired {percent(paired(b.wall, a.wall))}, fastest {percent(min(b.wall) / min(a.wall))}, "
         f"CPU {percent(ratio(b.cpu, a.cpu))}; {(median(b.test) - median(a.test)) * 1e6:+.1f} us per test inside]"
     )
+    if counts:
+        added_instructions = counts["b"] / counts["a"] - 1
+        verdict = "OK" if added_instructions <= TARGET else "MISSED"
+        print(f"--leakcheck executes {added_instructions * 100:+.2f}% instructions (noise-free view): {verdict}")
     print(f"plugin loaded but not enabled adds {percent(ratio(c.wall, a.wall))} (info)")
     if threadleak:
         d, d0 = by_key["d"], by_key["d0"]

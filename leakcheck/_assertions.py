@@ -72,6 +72,4 @@ def assert_stack_match(*patterns: StackPattern, timeout: float = 0.0) -> List[In
         time.sleep(max(0.0, slice_deadline - time.monotonic()))
     live = "\n".join(describe_block(info) for _, _, info in live_described(PROBES))
     wanted = ", ".join(repr(p) for p in checked)
-    raise AssertionError(
-        f"leakcheck: no live stack matches {wanted} after {timeout:.2f}s; live stacks:\n\n{live}"
-    )
+    raise AssertionError(f"leakcheck: no live stack matches {wanted} after {timeout:.2f}s; live stacks:\n\n{live}")

@@ -66,12 +66,12 @@ def task_tokens() -> FrozenSet[Any]:
     reuse its ``id``.  Copying a WeakSet's ``data`` is a single C-level
     operation, so it cannot fail when another thread adds a task meanwhile.
     """
+    if "asyncio.tasks" not in sys.modules:  # asyncio was never imported: there is no task
+        return _EMPTY
     registries = _registries()
     if registries is None:
         return frozenset(weakref.ref(task) for task in _fallback_all_tasks())
     weak, strong = registries
-    if not weak:  # asyncio was never imported: there is no task
-        return _EMPTY
     tokens: FrozenSet[Any] = frozenset(weak[0]) if len(weak) == 1 else frozenset().union(*weak)
     if any(strong):
         tokens = tokens.union(*(_strong_tokens(tasks) for tasks in strong))
@@ -80,18 +80,20 @@ def task_tokens() -> FrozenSet[Any]:
 
 def new_task_tokens(before: AbstractSet[Any]) -> AbstractSet[Any]:
     """The tokens of tasks not in ``before``, without copying every registry first."""
+    if "asyncio.tasks" not in sys.modules:
+        return _EMPTY
     registries = _registries()
     if registries is None:
         return task_tokens() - before
     weak, strong = registries
     new: Set[Any] = set()
     for data in weak:
-        if data:
+        if data and not data.issubset(before):  # skip the difference when nothing is new: the common case
             new.update(data - before)
     for tasks in strong:
         if tasks:
             new.update(_strong_tokens(tasks) - before)
-    return new
+    return new or _EMPTY
 
 
 def all_tasks() -> List[asyncio.Task[Any]]:

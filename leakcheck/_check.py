@@ -12,7 +12,10 @@ import warnings
 from types import TracebackType
 from typing import Any, Callable, Iterable, List, Optional, Tuple, Type, TypeVar, Union, overload
 
-from typing_extensions import ParamSpec
+if sys.version_info >= (3, 10):
+    from typing import ParamSpec
+else:  # typing_extensions is slow to import: only where typing lacks ParamSpec
+    from typing_extensions import ParamSpec
 
 from ._compare import check_steps, enabled_probes, take_census
 from ._matching import MatcherLike, StackPattern
@@ -25,6 +28,7 @@ from ._wait import Steps, run_async, run_blocking
 P = ParamSpec("P")
 R = TypeVar("R")
 C = TypeVar("C", bound=type)
+F = TypeVar("F", bound=Callable[..., Any])
 
 logger = logging.getLogger("leakcheck")
 
@@ -236,16 +240,32 @@ def decorate(check: LeakCheck, target: Any) -> Any:
             async with check:
                 return await target(*args, **kwargs)
 
-        checked_coroutine._leakcheck_self_checked = True  # type: ignore[attr-defined]
-        return checked_coroutine
+        return _mark_self_checked(checked_coroutine)
 
     @functools.wraps(target)
     def checked(*args: Any, **kwargs: Any) -> Any:
         with check:
             return target(*args, **kwargs)
 
-    checked._leakcheck_self_checked = True  # type: ignore[attr-defined]
-    return checked
+    return _mark_self_checked(checked)
+
+
+_marked_a_function = False
+
+
+def _mark_self_checked(function: F) -> F:
+    global _marked_a_function
+    function._leakcheck_self_checked = True  # type: ignore[attr-defined]
+    _marked_a_function = True
+    return function
+
+
+def may_have_self_checked_tests() -> bool:
+    """Whether any test could be self-checked: lets runners skip looking at every test when none is.
+
+    Functions are marked by :func:`no_leaks` above; classes only by ``leakcheck._unittest``.
+    """
+    return _marked_a_function or "leakcheck._unittest" in sys.modules
 
 
 def is_self_checked(target: object) -> bool:

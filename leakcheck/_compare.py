@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import AbstractSet, Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import AbstractSet, Any, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from . import _asyncio_compat as compat
 from ._matching import MatcherLike, StackPatterns, global_matchers, is_ignored
@@ -34,6 +34,7 @@ from ._wait import Steps, Wait, backoff_deadlines
 THREADS = ThreadProbe()
 TASKS = TaskProbe()
 PROBES: Tuple[Probe, ...] = (THREADS, TASKS)
+_NOTHING: FrozenSet[Any] = frozenset()
 
 _reported: weakref.WeakSet[Any] = weakref.WeakSet()
 _reported_lock = threading.Lock()
@@ -52,8 +53,16 @@ def _clean_report(timeout: float) -> LeakReport:
     return LeakReport(timeout=timeout)
 
 
+_last_enabled: Tuple[Optional[Options], Tuple[Probe, ...]] = (None, ())
+
+
 def enabled_probes(options: Options) -> Tuple[Probe, ...]:
-    return _probes_for(tuple(getattr(options, probe.option) for probe in PROBES))
+    global _last_enabled
+    last_options, probes = _last_enabled  # one tuple: consistent even when threads race
+    if options is not last_options:  # runners reuse one Options object for most checks
+        probes = _probes_for(tuple(getattr(options, probe.option) for probe in PROBES))
+        _last_enabled = (options, probes)
+    return probes
 
 
 @functools.cache  # one entry per combination of kinds
@@ -62,12 +71,23 @@ def _probes_for(enabled: Tuple[bool, ...]) -> Tuple[Probe, ...]:
 
 
 def take_census(probes: Sequence[Probe]) -> Census:
-    return {probe.option: probe.census() for probe in probes}
+    census: Census = {}
+    for probe in probes:  # not a comprehension: this runs for every test, and a loop is cheaper
+        census[probe.option] = probe.census()
+    return census
 
 
 def started_since(before: Census, probes: Sequence[Probe]) -> Census:
     """The census tokens of what ``probes`` find alive now and ``before`` did not list."""
-    return {probe.option: probe.new_since(before.get(probe.option, frozenset())) for probe in probes}
+    return {probe.option: probe.new_since(before.get(probe.option, _NOTHING)) for probe in probes}
+
+
+def anything_started(before: Census, probes: Sequence[Probe]) -> bool:
+    """Whether ``probes`` find anything alive now that ``before`` did not list."""
+    for probe in probes:  # noqa: SIM110 - runs for every test: no generator for any()
+        if probe.new_since(before.get(probe.option, _NOTHING)):
+            return True
+    return False
 
 
 def _exempt_objects() -> List[Any]:
@@ -182,7 +202,7 @@ def check_steps(before: Census, options: Options, probes: Optional[Sequence[Prob
     deadline = started + options.timeout
     if probes is None:
         probes = enabled_probes(options)
-    new_tokens = [(probe, probe.new_since(before.get(probe.option, frozenset()))) for probe in probes]
+    new_tokens = [(probe, probe.new_since(before.get(probe.option, _NOTHING))) for probe in probes]
     suspects: Dict[Probe, List[Any]] = {}
     if any(tokens for _, tokens in new_tokens):
         exempt = _exempt_objects()

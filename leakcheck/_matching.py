@@ -70,8 +70,7 @@ def _qualname(qualname: object, what: str) -> str:
         raise TypeError(f"{what} takes a qualified name as str, not {type(qualname).__name__}")
     if not qualname or qualname != qualname.strip() or "." not in qualname:
         raise ValueError(
-            f"{what} takes a module-qualified name such as "
-            f"'socketserver.BaseServer.serve_forever', not {qualname!r}"
+            f"{what} takes a module-qualified name such as 'socketserver.BaseServer.serve_forever', not {qualname!r}"
         )
     return qualname
 
@@ -103,8 +102,7 @@ def validate_matchers(matchers: object, what: str = "ignore") -> Tuple[MatcherLi
     if isinstance(matchers, (str, bytes)) or not isinstance(matchers, Iterable):
         hint = " (use ignore_name() to ignore by name)" if isinstance(matchers, str) else ""
         raise TypeError(
-            f"{what} takes matchers such as ignore_name('worker'), or callables, "
-            f"not {type(matchers).__name__}{hint}"
+            f"{what} takes matchers such as ignore_name('worker'), or callables, not {type(matchers).__name__}{hint}"
         )
     checked = tuple(matchers)
     for matcher in checked:

@@ -7,8 +7,58 @@ locals of the code it describes.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import NamedTuple, Optional, Tuple, Union
+from typing import Any, ClassVar, Dict, NamedTuple, Optional, Tuple, Type, TypeVar, Union
+
+_R = TypeVar("_R", bound="_Record")
+
+
+def _rebuild(cls: Type[_R], fields: Dict[str, Any]) -> _R:
+    return cls(**fields)
+
+
+class _Record:
+    """Immutable plain data, compared, hashed and shown by its fields.
+
+    Written out rather than made frozen dataclasses: creating a dataclass
+    costs about a millisecond, and the pytest plugin imports these classes
+    in every run, checked or not.  Subclasses list their fields in
+    ``__slots__`` and set them with ``_init``.
+    """
+
+    __slots__: ClassVar[Tuple[str, ...]] = ()
+    _compared: ClassVar[Tuple[str, ...]] = ()
+    """The fields that equality and the hash use."""
+    _shown: ClassVar[Tuple[str, ...]] = ()
+    """The fields that ``repr()`` shows."""
+
+    def _init(self, **fields: Any) -> None:
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def _key(self) -> Tuple[Any, ...]:
+        return tuple([getattr(self, name) for name in self._compared])
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._shown)
+        return f"{self.__class__.__qualname__}({shown})"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{self.__class__.__name__} is immutable: cannot assign to {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{self.__class__.__name__} is immutable: cannot delete {name!r}")
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        # The compared fields only: a live Snapshot's identity tokens are weak references.
+        return _rebuild, (self.__class__, {name: getattr(self, name) for name in self._compared})
 
 
 class Frame(NamedTuple):
@@ -32,19 +82,26 @@ def format_frames(frames: Tuple[Frame, ...]) -> str:
     return "".join(parts)
 
 
-@dataclasses.dataclass(frozen=True)
-class ThreadInfo:
+class ThreadInfo(_Record):
     """A thread as it was when it was captured."""
+
+    _compared = ("ident", "native_id", "name", "daemon", "frames", "stack")
+    __slots__ = _compared
+    _shown = ("ident", "native_id", "name", "daemon")
+    kind = "thread"
 
     ident: int
     native_id: Optional[int]
     name: str
     daemon: bool
-    frames: Tuple[Frame, ...] = dataclasses.field(repr=False)
-    stack: str = dataclasses.field(repr=False)
+    frames: Tuple[Frame, ...]
+    stack: str
     """Traceback-style text, innermost frame last."""
 
-    kind = "thread"
+    def __init__(
+        self, ident: int, native_id: Optional[int], name: str, daemon: bool, frames: Tuple[Frame, ...], stack: str
+    ) -> None:
+        self._init(ident=ident, native_id=native_id, name=name, daemon=daemon, frames=frames, stack=stack)
 
     @property
     def state(self) -> str:
@@ -61,9 +118,13 @@ class ThreadInfo:
         )
 
 
-@dataclasses.dataclass(frozen=True)
-class TaskInfo:
+class TaskInfo(_Record):
     """An asyncio task as it was when it was captured."""
+
+    _compared = ("id", "name", "coro", "state", "thread_ident", "frames", "awaiting", "stack")
+    __slots__ = _compared
+    _shown = ("id", "name", "coro", "state", "thread_ident")
+    kind = "task"
 
     id: int
     """``id()`` of the task object, stable for as long as the task lives."""
@@ -74,18 +135,37 @@ class TaskInfo:
     """``"pending"``, ``"cancelling"`` or ``"done"``."""
     thread_ident: Optional[int]
     """The thread running the task's event loop, when known."""
-    frames: Tuple[Frame, ...] = dataclasses.field(repr=False)
-    awaiting: str = dataclasses.field(repr=False)
+    frames: Tuple[Frame, ...]
+    awaiting: str
     """What the innermost coroutine waits on, e.g. ``"Future"``, or ``""``."""
-    stack: str = dataclasses.field(repr=False)
+    stack: str
 
-    kind = "task"
+    def __init__(
+        self,
+        id: int,
+        name: str,
+        coro: str,
+        state: str,
+        thread_ident: Optional[int],
+        frames: Tuple[Frame, ...],
+        awaiting: str,
+        stack: str,
+    ) -> None:
+        self._init(
+            id=id,
+            name=name,
+            coro=coro,
+            state=state,
+            thread_ident=thread_ident,
+            frames=frames,
+            awaiting=awaiting,
+            stack=stack,
+        )
 
     @property
     def header(self) -> str:
         return (
-            f"Task {self.name!r} (id=0x{self.id:x}, coro={self.coro}, "
-            f"loop_thread={self.thread_ident}) [{self.state}]:"
+            f"Task {self.name!r} (id=0x{self.id:x}, coro={self.coro}, loop_thread={self.thread_ident}) [{self.state}]:"
         )
 
 
@@ -98,21 +178,34 @@ def describe_block(info: Info) -> str:
     return f"{info.header}\n{info.stack}"
 
 
-@dataclasses.dataclass(frozen=True)
-class Snapshot:
+class Snapshot(_Record):
     """Every thread and task of the process at one moment, with their stacks.
 
     ``str(snapshot)`` is a dump in the spirit of Go's ``?debug=2`` goroutine
     dump: one block per thread or task, separated by blank lines.
     """
 
+    _compared = ("threads", "tasks", "pid", "taken_at")
+    __slots__ = (*_compared, "_census")
+    _shown = _compared
+
     threads: Tuple[ThreadInfo, ...]
     tasks: Tuple[TaskInfo, ...]
     pid: int
     taken_at: float
     """``time.time()`` when the snapshot was taken."""
-    _census: object = dataclasses.field(default=None, repr=False, compare=False)
+    _census: object
     """Identity tokens for :func:`find_leaks`; only for snapshots taken live."""
+
+    def __init__(
+        self,
+        threads: Tuple[ThreadInfo, ...],
+        tasks: Tuple[TaskInfo, ...],
+        pid: int,
+        taken_at: float,
+        _census: object = None,
+    ) -> None:
+        self._init(threads=threads, tasks=tasks, pid=pid, taken_at=taken_at, _census=_census)
 
     def __str__(self) -> str:
         infos: Tuple[Info, ...] = (*self.threads, *self.tasks)

@@ -48,5 +48,6 @@ class Probe(Protocol):
 Census = Dict[str, AbstractSet[Hashable]]
 """Census tokens per probe option."""
 
+
 def remaining(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())

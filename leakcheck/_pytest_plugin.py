@@ -2,7 +2,7 @@
 
 What a check answers for is its *window*.  A test's window opens before its
 first fixture is set up and closes after its last fixture is torn down (the
-outermost wrappers of the setup and teardown phases), so neither a thread a
+first setup hook and the outermost teardown wrapper), so neither a thread a
 fixture starts and stops, nor one the test starts and a fixture's teardown
 stops, is a leak.  Whatever a class-, module-, package- or session-scoped
 fixture starts while it is set up is *absorbed*: added to the baseline of
@@ -19,16 +19,22 @@ shows as an error next to the test's own outcome and never hides it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import sys
-from typing import Any, Dict, Generator, List, Optional, Sequence, Union
+from typing import Any, Dict, Generator, List, Optional, Sequence, Tuple, Union
 
 import pytest
 
 from ._assertions import assert_no_stack_match, assert_stack_match, find_stacks
-from ._check import LeakCheck, act_on_report, attach_to_error, is_self_checked, skips_check
-from ._compare import PROBES, check_steps, enabled_probes, started_since, take_census
+from ._check import (
+    LeakCheck,
+    act_on_report,
+    attach_to_error,
+    is_self_checked,
+    may_have_self_checked_tests,
+    skips_check,
+)
+from ._compare import PROBES, anything_started, check_steps, enabled_probes, started_since, take_census
 from ._matching import MatcherLike, StackPattern, validate_matchers
 from ._model import Info, Snapshot
 from ._options import Options
@@ -45,6 +51,7 @@ from ._wait import run_blocking
 _SCOPE_RANK = {"function": 0, "class": 1, "module": 2, "package": 3, "session": 4}
 _TEST, _MODULE, _SESSION = 0, 2, 4
 _PLUGIN_NAME = "leakcheck-checks"
+_Node = Union[pytest.Item, pytest.Collector]
 
 
 class Window:
@@ -54,14 +61,25 @@ class Window:
     records what the test starts, for the broader windows to absorb.
     """
 
-    def __init__(self, label: str, rank: int, options: Optional[Options]) -> None:
-        self.label = label
+    __slots__ = ("before", "early", "ignore", "node", "options", "probes", "rank")
+
+    def __init__(self, node: _Node, rank: int, options: Optional[Options]) -> None:
+        self.node = node
         self.rank = rank
         self.options = options
-        self.probes = enabled_probes(options) if options is not None else PROBES
-        self.ignore: List[MatcherLike] = []
-        self.early: List[LeakReport] = []
-        self.before: Census = take_census(self.probes)
+        self.probes = probes = enabled_probes(options) if options is not None else PROBES
+        self.before: Census = take_census(probes)
+        self.ignore: Tuple[MatcherLike, ...] = ()
+        """Matchers added by the ``leakcheck`` fixture."""
+        self.early: Tuple[LeakReport, ...] = ()
+        """Findings made before the window closed: tasks on a loop that was about to close."""
+
+    @property
+    def label(self) -> str:
+        """What the window answers for, as its report names it."""
+        if self.rank == _SESSION:
+            return "the test session"
+        return f"module {self.node.nodeid}" if self.rank == _MODULE else self.node.nodeid
 
     @property
     def checks_tasks(self) -> bool:
@@ -80,7 +98,7 @@ class Window:
         assert self.options is not None
         if not self.ignore and not changes:
             return self.options
-        return dataclasses.replace(self.options, ignore=(*self.options.ignore, *self.ignore), **changes)
+        return self.options._replace(ignore=(*self.options.ignore, *self.ignore), **changes)
 
     def task_options(self) -> Options:
         """The options for a check of this window's tasks only."""
@@ -91,32 +109,44 @@ class Window:
         if self.checks_tasks:
             report = run_blocking(check_steps(self.before, self.task_options(), (LoopTaskProbe(loop),)))
             if report:
-                self.early.append(report)
+                self.early += (report,)
+
+    def is_clean(self) -> bool:
+        """Whether a check would find nothing, judged cheaply: nothing new at all, nothing forbidden."""
+        options = self.options
+        return (
+            options is not None
+            and not self.early
+            and not options.forbid
+            and not anything_started(self.before, self.probes)
+        )
 
     def check(self) -> List[LeakReport]:
         """The window's findings: those made before a loop closed, then the final check."""
-        options = self._options()
-        if not options.forbid and not any(self.started().values()):
-            return list(self.early)  # the common case, kept cheap: nothing new at all
-        report = run_blocking(check_steps(self.before, options, self.probes))
+        if self.is_clean():
+            return []
+        report = run_blocking(check_steps(self.before, self._options(), self.probes))
         return [*self.early, report] if report else list(self.early)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Plan:
-    """How one test is checked: on its own (``options``), not at all, or opted out."""
-
-    options: Optional[Options] = None
-    opted_out: bool = False
+class _OptedOut:
+    """The plan of a test that opted out: it only records what it starts, for broader windows to absorb."""
 
 
-_Node = Union[pytest.Item, pytest.Collector]
-_plan_key = pytest.StashKey[_Plan]()
-_window_key = pytest.StashKey[Optional[Window]]()
+_OPTED_OUT = _OptedOut()
+_Plan = Union[Options, _OptedOut, None]
+"""How one test is checked: with these options, opted out, or not at all (``None``)."""
+
+
+def _class_of(item: pytest.Item) -> Optional[type]:
+    # Not item.cls, which walks every parent up to the session; and not
+    # isinstance(), which Node, an abc.ABC, routes through Python code.
+    parent = item.parent
+    return parent.obj if pytest.Class in type(parent).__mro__ else None  # type: ignore[union-attr]
 
 
 def _checks_itself(item: pytest.Item) -> bool:
-    return is_self_checked(getattr(item, "obj", None)) or is_self_checked(getattr(item, "cls", None))
+    return is_self_checked(getattr(item, "obj", None)) or is_self_checked(_class_of(item))
 
 
 def _module_node(item: pytest.Item) -> _Node:
@@ -125,37 +155,79 @@ def _module_node(item: pytest.Item) -> _Node:
 
 
 class LeakCheckPlugin:
-    """The per-run state: the settings and the windows open right now."""
+    """The per-run state: the settings and the windows open right now.
+
+    At most one window of each rank is open at a time, so each has a slot of
+    its own: the hooks that run for every test look at three attributes, not
+    at a list.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.windows: List[Window] = []  # outermost first
+        self.session_window: Optional[Window] = None
+        self.module_window: Optional[Window] = None
+        self.test_window: Optional[Window] = None
         self._module_options: Dict[str, Optional[Options]] = {}
+        # Keyed by id(): hashing a node runs Python code.  Each entry keeps its
+        # node, so an id is never taken for another node's; cleared at the end.
+        self._plans: Dict[int, Tuple[pytest.Item, _Plan]] = {}
+        self._closest_marks: Dict[int, Tuple[_Node, _Node, Optional[pytest.Mark]]] = {}
+        # Every test is checked with the run's options unless a marker says
+        # otherwise: plans are worked out and kept only for marked tests.
+        self._uniform = False
         self._lease: Optional[contextlib.ExitStack] = None
         self._leased_loop: Optional[Any] = None
+
+    @property
+    def windows(self) -> List[Window]:
+        """The open windows, outermost first."""
+        return [window for window in (self.session_window, self.module_window, self.test_window) if window]
 
     # -- planning: markers are validated at collection, the mistake named there
 
     def plan(self, item: pytest.Item) -> _Plan:
-        plan = item.stash.get(_plan_key, None)
-        if plan is None:
-            plan = item.stash[_plan_key] = self._make_plan(item)
+        entry = self._plans.get(id(item))
+        if entry is not None and entry[0] is item:
+            return entry[1]
+        if self._uniform and self._closest_mark(item)[1] is None:
+            return self.settings.default_options
+        plan = self._make_plan(item)
+        self._plans[id(item)] = (item, plan)
         return plan
 
+    def _closest_mark(self, node: _Node) -> Tuple[_Node, Optional[pytest.Mark]]:
+        """The closest ``leakcheck`` marker of ``node`` and its parents, and the node that has it.
+
+        What a collector's chain says is worked out once, not for each of its tests.
+        """
+        for mark in node.own_markers:
+            if mark.name == MARKER:
+                return node, mark
+        parent: Optional[_Node] = node.parent  # type: ignore[assignment]  # a collector, typed as Node
+        if parent is None:
+            return node, None
+        entry = self._closest_marks.get(id(parent))
+        if entry is None or entry[0] is not parent:
+            entry = self._closest_marks[id(parent)] = (parent, *self._closest_mark(parent))
+        return entry[1], entry[2]
+
     def _make_plan(self, item: pytest.Item) -> _Plan:
-        node, mark = next(iter(item.iter_markers_with_node(MARKER)), (item, None))
-        enabled, options = read_marker(mark, self.settings, node.nodeid)
+        node, mark = self._closest_mark(item)
+        if mark is None:
+            enabled, options = None, self.settings.default_options
+        else:
+            enabled, options = read_marker(mark, self.settings, node.nodeid)
         if enabled is False:
-            return _Plan(opted_out=True)
+            return _OPTED_OUT
         on_module = mark is not None and isinstance(node, (pytest.Module, pytest.Package))
         asked = (mark is not None and not on_module) or "leakcheck" in getattr(item, "fixturenames", ())
         scope = self.settings.scope
         run_wide = (on_module and scope != "module") or self.settings.enabled
-        if not asked and run_wide and _checks_itself(item):
+        if not asked and run_wide and may_have_self_checked_tests() and _checks_itself(item):
             # @no_leaks or a LeakCheckTestCase: its own check, with its own options, decides.
-            return _Plan(opted_out=True)
+            return _OPTED_OUT
         wanted = asked or (on_module and scope != "module") or (self.settings.enabled and scope == "test")
-        return _Plan(options=options if wanted else None)
+        return options if wanted else None
 
     def _module_window_options(self, module: _Node) -> Optional[Options]:
         if module.nodeid not in self._module_options:
@@ -168,59 +240,81 @@ class LeakCheckPlugin:
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, config: pytest.Config, items: Sequence[pytest.Item]) -> None:
         needed = self.settings.enabled
+        by_module = self.settings.scope == "module"
+        # Tests only opt out of a --leakcheck run by a marker or by checking themselves.
+        self._uniform = needed and self.settings.scope == "test" and not may_have_self_checked_tests()
+        anyio_tests = False
+        anyio_loaded = config.pluginmanager.has_plugin("anyio")
         for item in items:
-            plan = self.plan(item)
-            needed = needed or plan.options is not None
-            if self.settings.scope == "module":
+            plan = self.plan(item)  # validates the marker, if any: the mistake is named at collection
+            needed = needed or isinstance(plan, Options)
+            if by_module:
                 needed = self._module_window_options(_module_node(item)) is not None or needed
+            if anyio_loaded and not anyio_tests:
+                anyio_tests = "anyio_backend" in getattr(item, "fixturenames", ())
+        async_cases = "unittest.async_case" in sys.modules and any(map(_is_async_case, items))
         if not needed:  # nothing to check in this run: leave every test's hooks alone
             config.pluginmanager.unregister(self)
+            return
+        # Hooks that only some tests need are registered only when such tests exist.
+        if anyio_tests:
+            config.pluginmanager.register(_AnyioLease(self), f"{_PLUGIN_NAME}-anyio")
+        if async_cases:
+            config.pluginmanager.register(_AsyncCaseCheck(self), f"{_PLUGIN_NAME}-asyncio-testcase")
 
     # -- windows
 
-    def _window(self, rank: int) -> Optional[Window]:
-        return next((window for window in self.windows if window.rank == rank), None)
-
     def _open(self, item: pytest.Item) -> None:
         settings = self.settings
-        if settings.scope == "session" and settings.enabled and self._window(_SESSION) is None:
-            self.windows.append(Window("the test session", _SESSION, settings.options({})))
-        if settings.scope == "module":
-            module = _module_node(item)
-            label = f"module {module.nodeid}"
-            stale = self._window(_MODULE)
-            if stale is not None and stale.label != label:  # its last test never reached teardown
-                self.windows.remove(stale)
-            options = self._module_window_options(module)
-            if options is not None and self._window(_MODULE) is None:
-                self.windows.append(Window(label, _MODULE, options))
+        if settings.scope == "session":
+            if settings.enabled and self.session_window is None:
+                self.session_window = Window(item.session, _SESSION, settings.default_options)
+        elif settings.scope == "module":
+            self._open_module_window(item)
         plan = self.plan(item)
-        window = None
-        if plan.options is not None:
-            window = Window(item.nodeid, _TEST, plan.options)
-        elif plan.opted_out and self.windows:
-            window = Window(item.nodeid, _TEST, None)
-        if window is not None:
-            self.windows.append(window)
-        item.stash[_window_key] = window
+        if isinstance(plan, Options):
+            self.test_window = Window(item, _TEST, plan)
+        elif plan is _OPTED_OUT and (self.session_window or self.module_window):
+            self.test_window = Window(item, _TEST, None)
+        else:
+            self.test_window = None
 
-    def _closing(self, item: pytest.Item, nextitem: Optional[pytest.Item]) -> List[Window]:
+    def _open_module_window(self, item: pytest.Item) -> None:
+        module = _module_node(item)
+        if self.module_window is not None and self.module_window.node is not module:
+            self.module_window = None  # its last test never reached teardown
+        if self.module_window is None:
+            options = self._module_window_options(module)
+            if options is not None:
+                self.module_window = Window(module, _MODULE, options)
+
+    def _take_closing(self, item: pytest.Item, nextitem: Optional[pytest.Item]) -> List[Window]:
+        """Empty the slots of the windows that close after ``item``: innermost first."""
         closing = []
-        test_window = item.stash.get(_window_key, None)
-        if test_window is not None and test_window in self.windows:
-            closing.append(test_window)
-        module = self._window(_MODULE)
-        if module is not None and (nextitem is None or _module_node(nextitem) is not _module_node(item)):
-            closing.append(module)
-        session = self._window(_SESSION)
-        if session is not None and nextitem is None:
-            closing.append(session)
+        if self.test_window is not None:
+            closing.append(self.test_window)
+            self.test_window = None
+        if self.module_window is not None and (nextitem is None or _module_node(nextitem) is not _module_node(item)):
+            closing.append(self.module_window)
+            self.module_window = None
+        if self.session_window is not None and nextitem is None:
+            closing.append(self.session_window)
+            self.session_window = None
         return closing
 
     def _close(self, item: pytest.Item, nextitem: Optional[pytest.Item], error: Optional[BaseException]) -> None:
-        closing = self._closing(item, nextitem)
-        for window in closing:
-            self.windows.remove(window)
+        window = self.test_window
+        if (
+            window is not None
+            and error is None
+            and self.module_window is None
+            and self.session_window is None
+            and self._lease is None
+            and window.is_clean()
+        ):
+            self.test_window = None  # the common case, kept cheap: a clean test, nothing else to close
+            return
+        closing = self._take_closing(item, nextitem)
         failures: List[str] = []
         try:
             for window in closing:
@@ -234,7 +328,8 @@ class LeakCheckPlugin:
             if self._leased_loop is not None and last_lease() and not skips_check(error):
                 self._closing_loop(self._leased_loop)
         finally:
-            self._release_lease()
+            if self._lease is not None:
+                self._release_lease()
         if failures and error is None:
             pytest.fail("\n\n".join(failures), pytrace=False)
 
@@ -249,33 +344,16 @@ class LeakCheckPlugin:
 
     # -- hooks
 
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
+    # Not a wrapper: pluggy's wrappers cost more than the check itself.  Plain
+    # and tryfirst, it still runs before the setup of any fixture.
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
         self._open(item)
-        result = yield
-        self._watch_unittest_loop(item)
-        return result
-
-    def _watch_unittest_loop(self, item: pytest.Item) -> None:
-        """Check an IsolatedAsyncioTestCase's tasks before its loop cancels them.
-
-        Its loop lives and dies inside the test call, so the check has to run
-        there too: as the test's last async cleanup, like LeakCheckTestCase.
-        """
-        async_case = sys.modules.get("unittest.async_case")  # not imported: no such test exists
-        case = getattr(item, "instance", None) if async_case is not None else None
-        if async_case is None or not isinstance(case, async_case.IsolatedAsyncioTestCase):
-            return
-        window = next((window for window in reversed(self.windows) if window.checks_tasks), None)
-        if window is not None:
-            from ._unittest import start_test_check
-
-            start_test_check(case, LeakCheck(window.task_options()))
 
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(self, fixturedef: Any, request: Any) -> Generator[None, Any, Any]:
         rank = _SCOPE_RANK.get(fixturedef.scope, 0)
-        broader = [window for window in self.windows if window.rank < rank]
+        broader = [window for window in self.windows if window.rank < rank] if rank else ()
         before = take_census(PROBES) if broader else None
         try:
             result = yield
@@ -290,16 +368,6 @@ class LeakCheckPlugin:
             fixturedef.addfinalizer(functools.partial(self._closing_loop, loop))
         return result
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> Generator[None, Any, Any]:
-        if self._lease is None and any(window.checks_tasks for window in self.windows):
-            lease = anyio_runner_lease(pyfuncitem)
-            if lease is not None:
-                stack = contextlib.ExitStack()
-                self._leased_loop = stack.enter_context(lease)
-                self._lease = stack
-        return (yield)
-
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_teardown(self, item: pytest.Item, nextitem: Optional[pytest.Item]) -> Generator[None, Any, Any]:
         try:
@@ -312,8 +380,62 @@ class LeakCheckPlugin:
 
     def pytest_sessionfinish(self) -> None:
         # A run stopped early (-x, --maxfail, Ctrl-C) never reached its last teardown.
-        self.windows.clear()
+        self.session_window = self.module_window = self.test_window = None
+        self._plans.clear()
+        self._closest_marks.clear()
         self._release_lease()
+
+
+class _AnyioLease:
+    """Keeps anyio's runner open until the check of a test's tasks is done.
+
+    anyio closes its runner, cancelling whatever tasks are left, as soon as
+    the last test or fixture using it is finished: before teardown's check.
+    """
+
+    def __init__(self, plugin: LeakCheckPlugin) -> None:
+        self._plugin = plugin
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> Generator[None, Any, Any]:
+        plugin = self._plugin
+        if plugin._lease is None and any(window.checks_tasks for window in plugin.windows):
+            lease = anyio_runner_lease(pyfuncitem)
+            if lease is not None:
+                stack = contextlib.ExitStack()
+                plugin._leased_loop = stack.enter_context(lease)
+                plugin._lease = stack
+        return (yield)
+
+
+class _AsyncCaseCheck:
+    """Checks an IsolatedAsyncioTestCase's tasks before its loop cancels them.
+
+    Its loop lives and dies inside the test call, so the check has to run
+    there too: as the test's last async cleanup, like LeakCheckTestCase.
+    """
+
+    def __init__(self, plugin: LeakCheckPlugin) -> None:
+        self._plugin = plugin
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        case = getattr(item, "instance", None)  # made by the setup that ran before this hook
+        if not _is_async_case(item) or case is None:
+            return
+        window = next((window for window in reversed(self._plugin.windows) if window.checks_tasks), None)
+        if window is not None:
+            from ._unittest import start_test_check
+
+            start_test_check(case, LeakCheck(window.task_options()))
+
+
+def _is_async_case(item: pytest.Item) -> bool:
+    async_case = sys.modules.get("unittest.async_case")  # not imported: no such test exists
+    if async_case is None:
+        return False
+    cls = _class_of(item)
+    return isinstance(cls, type) and issubclass(cls, async_case.IsolatedAsyncioTestCase)
 
 
 def _finish(window: Window, error: Optional[BaseException]) -> List[str]:
@@ -365,7 +487,7 @@ class LeakCheckFixture:
         """
         checked = validate_matchers(matchers, "leakcheck.ignore")
         for window in self._windows:
-            window.ignore.extend(checked)
+            window.ignore += checked
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

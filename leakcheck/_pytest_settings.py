@@ -7,9 +7,8 @@ when the run starts (command line and ini) or when the tests are collected
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import pytest
 
@@ -19,7 +18,7 @@ from ._pytest_loops import is_anyio_runner_task
 
 MARKER = "leakcheck"
 SCOPES = ("test", "module", "session")
-OPTION_NAMES = tuple(field.name for field in dataclasses.fields(Options))
+OPTION_NAMES = Options._fields
 MARKER_KEYS = ("enabled", *OPTION_NAMES)
 
 _MATCHER_PREFIXES = {"name": ignore_name, "top": ignore_top_function, "any": ignore_any_function}
@@ -72,8 +71,7 @@ def add_options(parser: pytest.Parser) -> None:
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """The run-wide settings, from the command line and the ini file."""
 
     enabled: bool
@@ -158,9 +156,7 @@ def read_marker(marker: Optional[pytest.Mark], settings: Settings, where: str) -
             raise TypeError(f"takes keyword options only, not positional arguments {marker.args!r}")
         unknown = sorted(set(marker.kwargs) - set(MARKER_KEYS))
         if unknown:
-            raise TypeError(
-                f"unknown option {', '.join(map(repr, unknown))}; the options are {', '.join(MARKER_KEYS)}"
-            )
+            raise TypeError(f"unknown option {', '.join(map(repr, unknown))}; the options are {', '.join(MARKER_KEYS)}")
         kwargs = dict(marker.kwargs)
         enabled = kwargs.pop("enabled", None)
         if enabled is not None and not isinstance(enabled, bool):

@@ -7,17 +7,17 @@ per leak with its full stack.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import sysconfig
 from functools import lru_cache
 from typing import Optional, Tuple
 
-from ._model import Frame, Info, TaskInfo, ThreadInfo, describe_block
+from ._model import Frame, Info, TaskInfo, ThreadInfo, _Record, describe_block
 
 
 @lru_cache(maxsize=1)
 def _library_dirs() -> Tuple[str, ...]:
+    import sysconfig  # only when a report is built: it costs more to import than the rest of leakcheck
+
     paths = sysconfig.get_paths()
     dirs = {os.path.normcase(os.path.realpath(paths[key])) for key in ("stdlib", "platstdlib") if key in paths}
     dirs.add(os.path.normcase(os.path.dirname(os.path.realpath(__file__))))
@@ -49,23 +49,37 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-@dataclasses.dataclass(frozen=True)
-class LeakReport:
+class LeakReport(_Record):
     """What one check found; falsy when nothing leaked.
 
     Holds only plain data, never a frame, thread or task, so keeping a report
     does not keep the leaked code's locals alive.
     """
 
-    threads: Tuple[ThreadInfo, ...] = ()
-    tasks: Tuple[TaskInfo, ...] = ()
-    forbidden: Tuple[Info, ...] = ()
+    _compared = ("threads", "tasks", "forbidden", "forbid", "waited", "timeout")
+    __slots__ = _compared
+    _shown = _compared
+
+    threads: Tuple[ThreadInfo, ...]
+    tasks: Tuple[TaskInfo, ...]
+    forbidden: Tuple[Info, ...]
     """Live stacks matching a ``forbid`` keyword, leaked or not."""
-    forbid: Tuple[str, ...] = ()
+    forbid: Tuple[str, ...]
     """The ``forbid`` keywords, as text, for the report."""
-    waited: float = 0.0
+    waited: float
     """Seconds spent waiting for suspects to finish."""
-    timeout: float = 0.0
+    timeout: float
+
+    def __init__(
+        self,
+        threads: Tuple[ThreadInfo, ...] = (),
+        tasks: Tuple[TaskInfo, ...] = (),
+        forbidden: Tuple[Info, ...] = (),
+        forbid: Tuple[str, ...] = (),
+        waited: float = 0.0,
+        timeout: float = 0.0,
+    ) -> None:
+        self._init(threads=threads, tasks=tasks, forbidden=forbidden, forbid=forbid, waited=waited, timeout=timeout)
 
     def __bool__(self) -> bool:
         return bool(self.threads or self.tasks or self.forbidden)

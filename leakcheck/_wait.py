@@ -11,9 +11,8 @@ callback, and nothing waits at all when there is nothing to wait for.
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from typing import Any, Generator, List, Sequence, Tuple, TypeVar
+from typing import Any, Generator, List, NamedTuple, Sequence, Tuple, TypeVar
 
 from . import _asyncio_compat as compat
 from ._probes import Probe, remaining
@@ -22,8 +21,7 @@ from ._threads import start_helper
 T = TypeVar("T")
 
 
-@dataclasses.dataclass(frozen=True)
-class Wait:
+class Wait(NamedTuple):
     """Wait until every object has finished, or until ``deadline``.
 
     A ``poll`` request is one slice of a polling loop: if some objects cannot
