@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
-from typing import Any, Dict, Generator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Generator, List, Optional, Sequence, Tuple, Union, cast
 
 import pytest
 
@@ -203,7 +203,7 @@ class LeakCheckPlugin:
         for mark in node.own_markers:
             if mark.name == MARKER:
                 return node, mark
-        parent: Optional[_Node] = node.parent  # type: ignore[assignment]  # a collector, typed as Node
+        parent = cast(Optional[_Node], node.parent)  # a collector, typed as Node by some pytest versions
         if parent is None:
             return node, None
         entry = self._closest_marks.get(id(parent))
