@@ -18,6 +18,7 @@ from ._report import LeakError, LeakReport, LeakWarning
 from ._snapshot import snapshot
 
 if TYPE_CHECKING:
+    from ._dump import parse_dump
     from ._pytest_plugin import LeakCheckFixture
     from ._unittest import AsyncLeakCheckTestCase, LeakCheckTestCase
 
@@ -45,6 +46,7 @@ __all__ = [
     "ignore_name",
     "ignore_top_function",
     "no_leaks",
+    "parse_dump",
     "snapshot",
 ]
 
@@ -58,6 +60,10 @@ def __getattr__(name: str) -> Any:
         from . import _unittest
 
         return getattr(_unittest, name)
+    if name == "parse_dump":  # its regular expressions are compiled on first use, not by every import
+        from ._dump import parse_dump
+
+        return parse_dump
     if name == "LeakCheckFixture":
         from ._pytest_plugin import LeakCheckFixture
 

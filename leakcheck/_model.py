@@ -173,6 +173,11 @@ Info = Union[ThreadInfo, TaskInfo]
 """What ignore matchers and stack patterns are applied to."""
 
 
+def task_stack(frames: Tuple[Frame, ...], awaiting: str) -> str:
+    """A task's stack text: its frames, then what the innermost coroutine awaits, if known."""
+    return format_frames(frames) + (f"  Awaiting {awaiting}\n" if awaiting else "")
+
+
 def describe_block(info: Info) -> str:
     """One dump block: the header line followed by the stack."""
     return f"{info.header}\n{info.stack}"
@@ -208,9 +213,20 @@ class Snapshot(_Record):
         self._init(threads=threads, tasks=tasks, pid=pid, taken_at=taken_at, _census=_census)
 
     def __str__(self) -> str:
-        infos: Tuple[Info, ...] = (*self.threads, *self.tasks)
-        blocks = [describe_block(info) for info in infos]
-        threads = f"{len(self.threads)} thread{'' if len(self.threads) == 1 else 's'}"
-        tasks = f"{len(self.tasks)} task{'' if len(self.tasks) == 1 else 's'}"
-        head = f"leakcheck snapshot of pid {self.pid}: {threads}, {tasks}\n\n"
-        return head + "\n".join(blocks)
+        """The text dump; :func:`leakcheck.parse_dump` reads it back."""
+        from ._dump import format_dump
+
+        return format_dump(self)
+
+    def to_json(self) -> str:
+        """This snapshot as a JSON document; :meth:`from_json` reads it back."""
+        from ._dump import to_json
+
+        return to_json(self)
+
+    @classmethod
+    def from_json(cls, text: Union[str, bytes]) -> Snapshot:
+        """Read a snapshot written by :meth:`to_json`; ``ValueError`` says what is wrong with any other text."""
+        from ._dump import from_json
+
+        return from_json(text)

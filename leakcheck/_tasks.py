@@ -9,7 +9,7 @@ from typing import AbstractSet, Any, Dict, Hashable, List, Sequence
 
 from . import _asyncio_compat as compat
 from ._frames import coroutine_frames
-from ._model import TaskInfo, format_frames
+from ._model import TaskInfo, task_stack
 
 
 def _coro_name(coro: object) -> str:
@@ -99,7 +99,7 @@ class TaskProbe:
             coro = task.get_coro()
             frames = coroutine_frames(coro)
             awaiting = compat.awaited_by(task)
-            stack = format_frames(frames) + (f"  Awaiting {awaiting}\n" if awaiting else "")
+            stack = task_stack(frames, awaiting)
             infos.append(
                 TaskInfo(
                     id=id(task),
