@@ -8,6 +8,7 @@ patches nothing and does not import asyncio or unittest.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._assertions import assert_no_stack_match, assert_stack_match, find_stacks
@@ -18,8 +19,11 @@ from ._report import LeakError, LeakReport, LeakWarning
 from ._snapshot import snapshot
 
 if TYPE_CHECKING:
+    from ._agent import start_agent
     from ._dump import parse_dump
     from ._pytest_plugin import LeakCheckFixture
+    from ._remote import RemoteError, fetch_snapshot
+    from ._server import StackServer, asgi_app, serve_stacks, wsgi_app
     from ._unittest import AsyncLeakCheckTestCase, LeakCheckTestCase
 
 __version__ = "0.1.0"
@@ -34,11 +38,15 @@ __all__ = [
     "LeakReport",
     "LeakWarning",
     "Matcher",
+    "RemoteError",
     "Snapshot",
+    "StackServer",
     "TaskInfo",
     "ThreadInfo",
     "assert_no_stack_match",
+    "asgi_app",
     "assert_stack_match",
+    "fetch_snapshot",
     "find_leaks",
     "find_stacks",
     "ignore_any_function",
@@ -47,25 +55,33 @@ __all__ = [
     "ignore_top_function",
     "no_leaks",
     "parse_dump",
+    "serve_stacks",
     "snapshot",
+    "start_agent",
+    "wsgi_app",
 ]
 
-_UNITTEST_NAMES = ("LeakCheckTestCase", "AsyncLeakCheckTestCase")
+# Loaded on first use, so that importing leakcheck stays cheap: the TestCase
+# classes need unittest (and, through it, asyncio), the fixture's type needs
+# pytest, the remote tools need sockets, and the dump's parser compiles its
+# regular expressions.
+_LAZY = {
+    "AsyncLeakCheckTestCase": "_unittest",
+    "LeakCheckTestCase": "_unittest",
+    "LeakCheckFixture": "_pytest_plugin",
+    "parse_dump": "_dump",
+    "StackServer": "_server",
+    "serve_stacks": "_server",
+    "wsgi_app": "_server",
+    "asgi_app": "_server",
+    "fetch_snapshot": "_remote",
+    "RemoteError": "_remote",
+    "start_agent": "_agent",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # The TestCase classes need unittest (and, through it, asyncio), the
-    # fixture's type needs pytest: load them only for the programs that use them.
-    if name in _UNITTEST_NAMES:
-        from . import _unittest
-
-        return getattr(_unittest, name)
-    if name == "parse_dump":  # its regular expressions are compiled on first use, not by every import
-        from ._dump import parse_dump
-
-        return parse_dump
-    if name == "LeakCheckFixture":
-        from ._pytest_plugin import LeakCheckFixture
-
-        return LeakCheckFixture
-    raise AttributeError(f"module 'leakcheck' has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'leakcheck' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)

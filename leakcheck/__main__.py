@@ -1,0 +1,119 @@
+"""``python -m leakcheck``: read and check another process's stacks from the shell.
+
+::
+
+    python -m leakcheck stacks PID|URL [--match KEYWORD]... [--json]
+    python -m leakcheck check PID|URL [--absent KEYWORD]... [--present KEYWORD]... [--timeout S]
+
+A PID names a process that called ``leakcheck.start_agent()``; a URL a stack
+endpoint (``serve_stacks()``, or ``wsgi_app``/``asgi_app`` in a web app).
+``check`` exits 0 when every ``--absent`` keyword matches no stack and every
+``--present`` keyword matches one, 1 with the offending stacks when not, and
+2 when it cannot tell: a usage error or a target it cannot reach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional, Sequence
+
+from ._assertions import assert_no_stack_match, assert_stack_match
+from ._model import Snapshot
+from ._options import parse_seconds
+from ._remote import RemoteError, Source, check_source, take
+
+PROG = "python -m leakcheck"
+
+
+def _target(text: str) -> Source:
+    try:
+        return check_source(int(text) if text.isdigit() else text, "target")
+    except (TypeError, ValueError) as problem:
+        raise argparse.ArgumentTypeError(str(problem).replace("target: source", "the target")) from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        return parse_seconds(text, "--timeout")
+    except ValueError as problem:
+        raise argparse.ArgumentTypeError(str(problem)) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Read and check the thread and task stacks of another process."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    target_help = "a pid running leakcheck.start_agent(), or the URL of a stack endpoint"
+
+    stacks = commands.add_parser("stacks", help="print the stacks of a process", description="Print the dump.")
+    stacks.add_argument("target", type=_target, metavar="PID|URL", help=target_help)
+    stacks.add_argument("--match", action="append", default=[], metavar="KEYWORD", help="keep stacks containing it")
+    stacks.add_argument("--json", action="store_true", help="print JSON instead of the text dump")
+
+    check = commands.add_parser(
+        "check",
+        help="exit 0 when stacks are absent or present as asked, 1 otherwise",
+        description="Exit 0 when the condition holds; 1, printing the offending stacks, when it does not.",
+    )
+    check.add_argument("target", type=_target, metavar="PID|URL", help=target_help)
+    check.add_argument("--absent", action="append", default=[], metavar="KEYWORD", help="no stack may contain it")
+    check.add_argument("--present", action="append", default=[], metavar="KEYWORD", help="some stack must contain it")
+    check.add_argument(
+        "--timeout", type=_seconds, default=0.0, metavar="S", help="keep fetching for up to S seconds (default 0)"
+    )
+    for command in (stacks, check):
+        command.add_argument("--token", default=None, help="bearer token of the endpoint (URL targets)")
+        command.set_defaults(parser=command)
+    return parser
+
+
+def _selected(taken: Snapshot, keywords: List[str]) -> Snapshot:
+    if not keywords:
+        return taken
+    return Snapshot(
+        threads=tuple(info for info in taken.threads if any(k in f"{info.header}\n{info.stack}" for k in keywords)),
+        tasks=tuple(info for info in taken.tasks if any(k in f"{info.header}\n{info.stack}" for k in keywords)),
+        pid=taken.pid,
+        taken_at=taken.taken_at,
+    )
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    token = args.token
+    if token is not None and not isinstance(args.target, str):
+        args.parser.error("--token goes with a URL target")
+    try:
+        if args.command == "stacks":
+            from ._endpoint import check_token
+
+            taken = _selected(take(args.target, 5.0, check_token(token)), args.match)
+            sys.stdout.write(taken.to_json() + "\n" if args.json else str(taken))
+            return 0
+        if not args.absent and not args.present:
+            args.parser.error("check needs at least one --absent or --present keyword")
+        failures = []
+        for keyword in args.present:
+            try:
+                assert_stack_match(keyword, timeout=args.timeout, source=args.target, token=token)
+            except AssertionError as problem:
+                failures.append(str(problem))
+        if args.absent:
+            try:
+                assert_no_stack_match(*args.absent, timeout=args.timeout, source=args.target, token=token)
+            except AssertionError as problem:
+                failures.append(str(problem))
+    except (RemoteError, ValueError) as problem:
+        print(f"{PROG}: error: {problem}", file=sys.stderr)
+        return 2
+    if failures:
+        print("\n\n".join(failures))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

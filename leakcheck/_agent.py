@@ -1,0 +1,99 @@
+"""The agent: the stack endpoint on a Unix socket named after the process id, like ``gops``.
+
+The socket lives in a directory only its user can enter (mode 0700), and is
+itself mode 0600, so only that user's processes can read the stacks.  It
+speaks the same HTTP as ``serve_stacks()``, one request per connection, and
+is removed when the process exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+import stat
+import tempfile
+import threading
+from typing import List, Optional
+
+from ._server import StackServer
+
+_lock = threading.Lock()
+_running: Optional[StackServer] = None
+
+
+def agent_directory() -> str:
+    """The private per-user directory of agent sockets: ``leakcheck-<uid>`` in ``$XDG_RUNTIME_DIR`` or the temp dir."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return os.path.join(base, f"leakcheck-{os.getuid()}")
+
+
+def socket_path(pid: int) -> str:
+    """Where the agent of process ``pid`` listens."""
+    return os.path.join(agent_directory(), f"{pid}.sock")
+
+
+def _private_directory() -> str:
+    directory = agent_directory()
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    status = os.lstat(directory)
+    # Someone else's directory, a symlink or a loose mode would let others read the stacks.
+    if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.getuid() or status.st_mode & 0o077:
+        raise PermissionError(f"{directory} must be a directory of user {os.getuid()} with mode 0700")
+    return directory
+
+
+def start_agent() -> str:
+    """Serve this process's stacks on a private Unix socket named after its pid; return the socket's path.
+
+    ``python -m leakcheck stacks PID`` and ``source=PID`` read it.  Calling
+    it again returns the same path; the socket is removed at exit.  Not
+    available on Windows.
+    """
+    global _running
+    if not hasattr(socket, "AF_UNIX"):
+        raise OSError("start_agent needs Unix sockets, which this platform lacks")
+    with _lock:
+        path = socket_path(os.getpid())
+        if _running is not None and _running.pid == os.getpid():
+            return path
+        _private_directory()
+        if os.path.exists(path):
+            os.unlink(path)  # left by an earlier process with this pid, which can no longer be running here
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(path)
+            os.chmod(path, 0o600)
+            listener.listen(8)
+        except BaseException:
+            listener.close()
+            raise
+        _running = StackServer(listener, None, f"unix:{path}")
+        atexit.register(_stop, _running, path)
+        return path
+
+
+def _stop(server: StackServer, path: str) -> None:
+    server.close()
+    if server.pid == os.getpid():  # not a forked child's copy: the parent still serves there
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def request_agent(pid: int, target: str, timeout: float) -> bytes:
+    """Send ``GET target`` to the agent of ``pid``; the raw HTTP response."""
+    path = socket_path(pid)
+    if not os.path.exists(path):
+        raise ConnectionRefusedError(f"no leakcheck agent for pid {pid} at {path}: call leakcheck.start_agent() there")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.settimeout(timeout)
+        connection.connect(path)
+        connection.sendall(f"GET {target} HTTP/1.1\r\nHost: agent\r\n\r\n".encode("latin-1"))
+        chunks: List[bytes] = []
+        while True:
+            chunk = connection.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)

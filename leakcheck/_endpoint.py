@@ -1,0 +1,128 @@
+"""The stack endpoint's one request handler, shared by the built-in server, WSGI and ASGI.
+
+A request is a method, a target (path and query) and headers; the answer is
+a status, headers and a body.  Nothing here reads a socket, so every way of
+serving the endpoint gets the same rules:
+
+- only ``GET`` and ``HEAD`` (anything else is 405);
+- with a token, ``Authorization: Bearer <token>``, compared in constant time
+  (401 otherwise);
+- ``?format=text`` (the default) or ``?format=json``, and any number of
+  ``?match=KEYWORD``, keeping the stacks whose block contains a keyword;
+- any other query is a 400, never silently ignored.
+
+Only function names, files, line numbers and source lines leave the process:
+never locals or argument values.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Iterable, List, Mapping, NamedTuple, Optional, Tuple
+from urllib.parse import parse_qsl, urlsplit
+
+from ._matching import validate_patterns
+from ._model import Snapshot
+from ._snapshot import snapshot
+
+MAX_TARGET = 4096
+"""Longest request target (path and query) served, in characters."""
+MAX_MATCHES = 32
+ALLOWED_METHODS = ("GET", "HEAD")
+
+
+class Response(NamedTuple):
+    status: int
+    reason: str
+    headers: List[Tuple[str, str]]
+    body: bytes
+
+
+def _response(
+    status: int, reason: str, body: str, content_type: str, extra: Iterable[Tuple[str, str]] = ()
+) -> Response:
+    data = body.encode("utf-8", "backslashreplace")
+    headers = [
+        ("Content-Type", content_type),
+        ("Content-Length", str(len(data))),
+        ("Cache-Control", "no-store"),
+        ("X-Content-Type-Options", "nosniff"),
+        *extra,
+    ]
+    return Response(status, reason, headers, data)
+
+
+def error(status: int, reason: str, message: str, extra: Iterable[Tuple[str, str]] = ()) -> Response:
+    """A plain-text error answer: the status line's reason, then what was wrong."""
+    return _response(status, reason, f"{status} {reason}: {message}\n", "text/plain; charset=utf-8", extra)
+
+
+def check_token(token: Optional[str]) -> Optional[bytes]:
+    """Validate a ``token=`` argument: ``None``, or a non-empty str of visible ASCII."""
+    if token is None:
+        return None
+    if not isinstance(token, str):
+        raise TypeError(f"token must be a str, not {type(token).__name__}")
+    if not token or not token.isascii() or not token.isprintable() or " " in token:
+        raise ValueError("token must be a non-empty string of visible ASCII characters")
+    return token.encode("ascii")
+
+
+def _authorized(token: Optional[bytes], authorization: Optional[str]) -> bool:
+    if token is None:
+        return True
+    scheme, _, presented = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    # compare_digest takes the same time wherever the strings differ
+    return hmac.compare_digest(presented.strip().encode("utf-8", "surrogateescape"), token)
+
+
+def _select(taken: Snapshot, keywords: List[str]) -> Snapshot:
+    if not keywords:
+        return taken
+    patterns = validate_patterns(keywords, "match")
+    return Snapshot(
+        threads=tuple(info for info in taken.threads if any(p.matches(info) for p in patterns)),
+        tasks=tuple(info for info in taken.tasks if any(p.matches(info) for p in patterns)),
+        pid=taken.pid,
+        taken_at=taken.taken_at,
+    )
+
+
+def respond(method: str, target: str, headers: Mapping[str, str], token: Optional[bytes]) -> Response:
+    """Answer one request; ``headers`` has lower-case names.
+
+    Never raises for anything a client sends: every mistake is a 4xx.
+    """
+    if method not in ALLOWED_METHODS:
+        return error(405, "Method Not Allowed", "only GET and HEAD", [("Allow", ", ".join(ALLOWED_METHODS))])
+    if not _authorized(token, headers.get("authorization")):
+        return error(
+            401, "Unauthorized", "a bearer token is required", [("WWW-Authenticate", 'Bearer realm="leakcheck"')]
+        )
+    if len(target) > MAX_TARGET:
+        return error(414, "URI Too Long", f"the target is longer than {MAX_TARGET} characters")
+    try:
+        query = parse_qsl(urlsplit(target).query, keep_blank_values=True, strict_parsing=False, max_num_fields=64)
+    except ValueError as problem:
+        return error(400, "Bad Request", str(problem))
+    wanted_format = "text"
+    keywords: List[str] = []
+    for key, value in query:
+        if key == "format" and value in ("text", "json"):
+            wanted_format = value
+        elif key == "format":
+            return error(400, "Bad Request", f"format must be text or json, not {value!r}")
+        elif key == "match" and value:
+            keywords.append(value)
+        elif key == "match":
+            return error(400, "Bad Request", "match needs a keyword")
+        else:
+            return error(400, "Bad Request", f"unknown query parameter {key!r}; use format= and match=")
+    if len(keywords) > MAX_MATCHES:
+        return error(400, "Bad Request", f"at most {MAX_MATCHES} match= keywords")
+    taken = _select(snapshot(), keywords)
+    if wanted_format == "json":
+        return _response(200, "OK", taken.to_json(), "application/json")
+    return _response(200, "OK", str(taken), "text/plain; charset=utf-8")

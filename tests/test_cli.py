@@ -1,0 +1,128 @@
+"""python -m leakcheck stacks|check: the shell-level view of another process's stacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import helpers
+import pytest
+
+from leakcheck import serve_stacks
+
+# The CLI runs in a child process and reads this process's endpoint: the thread under test lives
+# here, and so does the test's own thread, so keywords are held in constants that its source
+# lines never spell out.
+HANDLER = "follow_logs"
+MISSING = "no_such_" + "handler"
+
+
+def follow_logs(release: threading.Event) -> None:
+    release.wait()
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "leakcheck", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.fixture
+def server():
+    with serve_stacks() as running:
+        yield running
+
+
+@pytest.fixture
+def follower():
+    with helpers.parked_threads() as parked:
+        yield parked.start(follow_logs, name="log-follower"), parked
+
+
+def test_stacks_prints_the_dump(server, follower):
+    result = cli("stacks", server.url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"leakcheck snapshot of pid {os.getpid()}")
+    assert "Thread 'log-follower'" in result.stdout and "follow_logs" in result.stdout
+
+
+def test_stacks_keeps_only_the_matching_stacks_and_prints_json(server, follower):
+    result = cli("stacks", server.url, "--match", HANDLER, "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert [thread["name"] for thread in document["threads"]] == ["log-follower"]
+
+
+def test_check_absent_fails_with_the_handler_stack_then_passes_once_it_ends(server, follower):
+    _, parked = follower
+    result = cli("check", server.url, "--absent", HANDLER)
+    assert result.returncode == 1
+    assert "log-follower" in result.stdout and "follow_logs" in result.stdout
+    parked.release()
+    result = cli("check", server.url, "--absent", HANDLER, "--timeout", "5")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_check_present(server, follower):
+    assert cli("check", server.url, "--present", HANDLER).returncode == 0
+    result = cli("check", server.url, "--present", MISSING, "--timeout", "0.05")
+    assert result.returncode == 1
+    assert "no stack matches 'no_such_handler'" in result.stdout
+
+
+def test_check_by_pid_through_the_agent():
+    child_code = (
+        "import sys, threading, leakcheck\n"
+        "def follow_logs(release):\n    release.wait()\n"
+        "leakcheck.start_agent()\n"
+        "threading.Thread(target=follow_logs, args=(threading.Event(),), name='agent-follower', daemon=True).start()\n"
+        "print('ready', flush=True)\nsys.stdin.readline()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", child_code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        result = cli("check", str(child.pid), "--absent", "follow_logs")
+        assert result.returncode == 1 and "agent-follower" in result.stdout
+        assert cli("stacks", str(child.pid), "--match", "agent-follower").stdout.count("Thread 'agent-follower'") == 1
+    finally:
+        child.stdin.write("\n")
+        child.stdin.flush()
+        child.wait(10)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "the following arguments are required: COMMAND"),
+        (("check", "http://127.0.0.1:1/"), "check needs at least one --absent or --present keyword"),
+        (("check", "nowhere", "--absent", "x"), "the target must be an http:// or https:// URL"),
+        (("check", "0", "--absent", "x"), "positive pid"),
+        (("check", "http://127.0.0.1:1/", "--absent", "x", "--timeout", "-1"), "--timeout must be"),
+        (("stacks", "123", "--token", "t"), "--token goes with a URL target"),
+        (("frobnicate",), "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_usage_errors_exit_2_with_a_one_line_message(args, message):
+    result = cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr.strip().splitlines()[-1]
+    assert result.stdout == ""
+
+
+def test_an_unreachable_target_exits_2():
+    closed = serve_stacks()
+    closed.close()
+    result = cli("check", closed.url, "--absent", "follow_logs")
+    assert result.returncode == 2
+    assert "cannot reach" in result.stderr
+
+
+def test_help_lists_both_commands():
+    result = cli("--help")
+    assert result.returncode == 0
+    assert "stacks" in result.stdout and "check" in result.stdout
