@@ -29,6 +29,10 @@ Run it with ``python examples/log_follow_server.py``: it exits 0 when the leak
 was caught and the fix passed.  ``--serve`` runs the server on its own until it
 is interrupted or terminated, printing its URL first (``--fixed`` picks the
 fixed handler, ``--port`` the port); use it to watch the leak from outside.
+The server mounts leakcheck's stack endpoint at ``/debug/stacks``, so another
+process can check it::
+
+    python -m leakcheck check http://127.0.0.1:PORT/debug/stacks --absent follow_logs
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from types import FrameType
 from typing import Any, List, Optional, Sequence, Tuple, Type
 from urllib.parse import parse_qs, urlsplit
 
-from leakcheck import LeakError, assert_no_stack_match, no_leaks
+from leakcheck import LeakError, assert_no_stack_match, no_leaks, wsgi_app
 
 SAMPLE_LOG = (
     "INFO  service started",
@@ -54,6 +58,7 @@ SAMPLE_LOG = (
 )
 
 HANDLER_THREAD_NAME = "log-handler"
+STACKS_PATH = "/debug/stacks"
 
 # A leak costs the whole grace period, so the leaky checks use a short one.  A
 # clean check returns the moment the handler has ended, so the fixed checks can
@@ -139,6 +144,9 @@ class LogHandlerBase(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
+        if url.path == STACKS_PATH:
+            self.serve_stacks_endpoint(url.query)
+            return
         if url.path != "/logs":
             self.send_error(404)
             return
@@ -153,6 +161,34 @@ class LogHandlerBase(BaseHTTPRequestHandler):
         thread.name = HANDLER_THREAD_NAME
         self.server.add_follower(thread)
         self.follow_logs()
+
+    def do_HEAD(self) -> None:
+        url = urlsplit(self.path)
+        if url.path == STACKS_PATH:
+            self.serve_stacks_endpoint(url.query)
+        else:
+            self.send_error(405)
+
+    def serve_stacks_endpoint(self, query: str) -> None:
+        """leakcheck's stack endpoint, mounted at ``/debug/stacks`` through its WSGI app.
+
+        The Python form of Go's ``/debug/pprof/goroutine?debug=2``.  A real
+        service would put it behind its own authentication.
+        """
+        environ = {
+            "REQUEST_METHOD": self.command,
+            "PATH_INFO": STACKS_PATH,
+            "QUERY_STRING": query,
+            "HTTP_AUTHORIZATION": self.headers.get("Authorization", ""),
+        }
+        answer: List[Any] = []
+        body = b"".join(wsgi_app(environ, lambda status, headers: answer.extend((status, headers))))
+        status, headers = answer
+        self.send_response(int(status.split()[0]))
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
 
     def follow_logs(self) -> None:
         raise NotImplementedError
@@ -374,7 +410,9 @@ def serve(handler_class: Type[LogHandlerBase], port: int) -> int:
     """Serve until interrupted or terminated, then release every handler and shut down."""
     server = LogServer(handler_class, port=port)
     kind = "fixed" if handler_class is FixedLogHandler else "leaky"
-    print(f"serving {server.url}/logs?follow=1 with the {kind} handler", flush=True)
+    print(
+        f"serving {server.url}/logs?follow=1 with the {kind} handler; stacks at {server.url}{STACKS_PATH}", flush=True
+    )
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         server.httpd.serve_forever()
