@@ -4,6 +4,7 @@
 
     python -m leakcheck stacks PID|URL [--match KEYWORD]... [--json]
     python -m leakcheck check PID|URL [--absent KEYWORD]... [--present KEYWORD]... [--timeout S]
+    python -m leakcheck run [--fail] [--timeout S] script.py [args...]   (or -m module [args...])
 
 A PID names a process that called ``leakcheck.start_agent()``; a URL a stack
 endpoint (``serve_stacks()``, or ``wsgi_app``/``asgi_app`` in a web app).
@@ -65,6 +66,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     for command in (stacks, check):
         command.add_argument("--token", default=None, help="bearer token of the endpoint (URL targets)")
+
+    run = commands.add_parser(
+        "run",
+        help="run a program; when its main code ends, show what keeps it alive",
+        description="Run a Python program. When its main code has finished but non-daemon threads or pending "
+        "tasks keep the process alive, print them with their stacks.",
+    )
+    run.add_argument("--fail", action="store_true", help="then exit with status 1 at once instead of waiting")
+    run.add_argument(
+        "--timeout", type=_seconds, default=1.0, metavar="S", help="grace period for them to end (default 1)"
+    )
+    run.add_argument("-m", dest="module", metavar="MODULE", help="run a library module as a script")
+    run.add_argument("program", nargs=argparse.REMAINDER, metavar="script.py [args...]")
+    for command in (stacks, check, run):
         command.set_defaults(parser=command)
     return parser
 
@@ -83,6 +98,8 @@ def _selected(taken: Snapshot, keywords: List[str]) -> Snapshot:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run(args)
     token = args.token
     if token is not None and not isinstance(args.target, str):
         args.parser.error("--token goes with a URL target")
@@ -113,6 +130,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("\n\n".join(failures))
         return 1
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ._run import check_program, run_program
+
+    module: Optional[str] = args.module
+    if module is not None:
+        return run_program(module, args.program, True, args.fail, args.timeout)
+    program: Optional[str] = args.program[0] if args.program else None
+    problem = check_program(program)
+    if problem is not None or program is None:
+        parser: argparse.ArgumentParser = args.parser
+        parser.error(problem or "run needs a script")
+    return run_program(program, args.program[1:], False, args.fail, args.timeout)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,100 @@
+"""``python -m leakcheck run``: why is my program still running?
+
+The program's main code runs in this process, as ``python script.py`` or
+``python -m module`` would run it.  When it has finished, whatever would keep
+the interpreter from exiting (threads that are not daemons, and the tasks
+still pending on their loops) gets a short grace period to end; what is left
+is printed to stderr with its stacks.  Then the process waits for it, as
+Python always does, or, with ``--fail``, exits at once with status 1.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+import threading
+import time
+import traceback
+from typing import List, Optional, Sequence
+
+from ._model import Info, describe_block
+from ._snapshot import snapshot
+from ._threads import live_threads
+
+
+def _blockers() -> List[threading.Thread]:
+    main = threading.main_thread()
+    return [t for t in live_threads() if t is not main and not t.daemon and t.is_alive()]
+
+
+def _wait_for(threads: List[threading.Thread], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def keeping_alive(timeout: float) -> List[Info]:
+    """The non-daemon threads still alive after ``timeout`` seconds, and the tasks pending on any loop."""
+    _wait_for(_blockers(), timeout)
+    names = {thread.ident for thread in _blockers()}
+    if not names:
+        return []
+    taken = snapshot()
+    threads: List[Info] = [info for info in taken.threads if info.ident in names]
+    tasks: List[Info] = [info for info in taken.tasks if info.state == "pending"]
+    return threads + tasks
+
+
+def _report(blockers: List[Info], fail: bool) -> str:
+    threads = sum(1 for info in blockers if info.kind == "thread")
+    tasks = len(blockers) - threads
+    counts = f"{threads} non-daemon thread{'' if threads == 1 else 's'}"
+    if tasks:
+        counts += f" and {tasks} pending task{'' if tasks == 1 else 's'}"
+    then = "exiting now (--fail)" if fail else "waiting for them, as Python does"
+    blocks = "\n".join(describe_block(info) for info in blockers)
+    keep = "keeps" if len(blockers) == 1 else "keep"
+    return f"leakcheck: the main code has finished, but {counts} {keep} the process alive; {then}:\n\n{blocks}"
+
+
+def run_program(program: str, args: Sequence[str], module: bool, fail: bool, timeout: float) -> int:
+    """Run ``program`` (a script path, or a module name if ``module``) as ``__main__``; its exit status."""
+    sys.argv = [program, *args]
+    status = 0
+    try:
+        if module:
+            runpy.run_module(program, run_name="__main__", alter_sys=True)
+        else:
+            sys.path.insert(0, os.path.dirname(os.path.abspath(program)))
+            runpy.run_path(program, run_name="__main__")
+    except SystemExit as exit_request:
+        status = _exit_status(exit_request.code)
+    except BaseException:  # the program's own error: shown as Python would show it
+        traceback.print_exc()
+        status = 1
+    blockers = keeping_alive(timeout)
+    if blockers:
+        print(_report(blockers, fail), file=sys.stderr, flush=True)
+        if fail:
+            sys.stdout.flush()
+            os._exit(1)  # sys.exit() would wait for the very threads reported
+    return status
+
+
+def _exit_status(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def check_program(program: Optional[str]) -> Optional[str]:
+    """Why ``program`` cannot be run as a script, or ``None``."""
+    if program is None:
+        return "run needs a script (or -m MODULE) to run"
+    if not os.path.isfile(program):
+        return f"can't open file {program!r}: no such file"
+    return None

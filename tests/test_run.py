@@ -1,0 +1,162 @@
+"""python -m leakcheck run: what keeps a program alive after its main code has finished."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+
+def run(tmp_path, source: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    script = tmp_path / "program.py"
+    script.write_text(textwrap.dedent(source))
+    return subprocess.run(
+        [sys.executable, "-m", "leakcheck", "run", *args, str(script), "first-arg"],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+STUCK = """
+    import sys, threading
+
+    def follow_logs(never):
+        never.wait()
+
+    threading.Thread(target=follow_logs, args=(threading.Event(),), name="stuck-follower").start()
+    print("main done", sys.argv[1:], flush=True)
+"""
+
+STUCK_UNTIL_STDIN = """
+    import sys, threading
+
+    def follow_logs():
+        sys.stdin.readline()  # ends when the test writes a line
+
+    threading.Thread(target=follow_logs, name="stuck-follower").start()
+"""
+
+
+def test_fail_reports_the_stuck_thread_and_exits_at_once(tmp_path):
+    result = run(tmp_path, STUCK, "--fail", "--timeout", "0.1")
+    assert result.returncode == 1
+    assert "main done ['first-arg']" in result.stdout
+    assert "1 non-daemon thread keeps the process alive; exiting now (--fail)" in result.stderr
+    assert "Thread 'stuck-follower'" in result.stderr
+    assert "follow_logs" in result.stderr and "never.wait()" in result.stderr
+
+
+def test_without_fail_it_reports_then_waits_as_python_does(tmp_path):
+    script = tmp_path / "program.py"
+    script.write_text(textwrap.dedent(STUCK_UNTIL_STDIN))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "leakcheck", "run", "--timeout", "0.1", str(script)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = process.stderr.readline()
+        assert "waiting for them, as Python does" in first
+        assert process.poll() is None  # still waiting for the thread
+    finally:
+        _, rest = process.communicate("\n", timeout=30)
+    assert "Thread 'stuck-follower'" in rest
+    assert process.returncode == 0
+
+
+def test_a_thread_that_ends_within_the_grace_period_is_not_reported(tmp_path):
+    result = run(
+        tmp_path,
+        """
+        import threading
+        finished = threading.Event()
+        threading.Thread(target=finished.wait, name="finishing-worker").start()
+        finished.set()
+        """,
+        "--fail",
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_daemon_threads_do_not_keep_a_program_alive_and_are_not_reported(tmp_path):
+    result = run(
+        tmp_path,
+        """
+        import threading
+        threading.Thread(target=threading.Event().wait, name="daemon-helper", daemon=True).start()
+        """,
+        "--fail",
+        "--timeout",
+        "0.05",
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_a_pending_task_on_a_loop_in_a_non_daemon_thread_is_listed(tmp_path):
+    result = run(
+        tmp_path,
+        """
+        import asyncio, threading
+
+        async def follow_logs():
+            await asyncio.Event().wait()
+
+        def loop_thread():
+            loop = asyncio.new_event_loop()
+            loop.create_task(follow_logs(), name="follow-task")
+            loop.run_forever()
+
+        threading.Thread(target=loop_thread, name="loop-runner").start()
+        """,
+        "--fail",
+        "--timeout",
+        "0.1",
+    )
+    assert result.returncode == 1
+    assert "1 non-daemon thread and 1 pending task keep the process alive" in result.stderr
+    assert "Thread 'loop-runner'" in result.stderr
+    assert "Task 'follow-task'" in result.stderr and "follow_logs" in result.stderr
+
+
+def test_the_program_exit_status_and_errors_pass_through(tmp_path):
+    assert run(tmp_path, "import sys; sys.exit(3)").returncode == 3
+    failed = run(tmp_path, "raise RuntimeError('program failed')")
+    assert failed.returncode == 1
+    assert "RuntimeError: program failed" in failed.stderr
+
+
+def test_run_a_module(tmp_path):
+    (tmp_path / "stuck_module.py").write_text(textwrap.dedent(STUCK))
+    result = subprocess.run(
+        [sys.executable, "-m", "leakcheck", "run", "--fail", "--timeout", "0.1", "-m", "stuck_module", "x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path), "PATH": ""},
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "main done ['x']" in result.stdout
+    assert "Thread 'stuck-follower'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("run",), "run needs a script"),
+        (("run", "/no/such/script.py"), "can't open file '/no/such/script.py'"),
+        (("run", "--timeout", "-1", "x.py"), "--timeout must be"),
+    ],
+)
+def test_usage_errors_exit_2(args, message):
+    result = subprocess.run([sys.executable, "-m", "leakcheck", *args], capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert message in result.stderr.strip().splitlines()[-1]
