@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import hmac
 from typing import Iterable, List, Mapping, NamedTuple, Optional, Tuple
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from ._matching import validate_patterns
 from ._model import Snapshot
 from ._snapshot import snapshot
 
-MAX_TARGET = 4096
-"""Longest request target (path and query) served, in characters."""
+MAX_QUERY = 4096
+"""Longest query string served, in characters."""
 MAX_MATCHES = 32
 ALLOWED_METHODS = ("GET", "HEAD")
 
@@ -90,9 +90,10 @@ def _select(taken: Snapshot, keywords: List[str]) -> Snapshot:
     )
 
 
-def respond(method: str, target: str, headers: Mapping[str, str], token: Optional[bytes]) -> Response:
-    """Answer one request; ``headers`` has lower-case names.
+def respond(method: str, query: str, headers: Mapping[str, str], token: Optional[bytes]) -> Response:
+    """Answer one request; ``query`` is its raw query string, ``headers`` has lower-case names.
 
+    The path plays no part: the endpoint answers wherever it is mounted.
     Never raises for anything a client sends: every mistake is a 4xx.
     """
     if method not in ALLOWED_METHODS:
@@ -101,15 +102,15 @@ def respond(method: str, target: str, headers: Mapping[str, str], token: Optiona
         return error(
             401, "Unauthorized", "a bearer token is required", [("WWW-Authenticate", 'Bearer realm="leakcheck"')]
         )
-    if len(target) > MAX_TARGET:
-        return error(414, "URI Too Long", f"the target is longer than {MAX_TARGET} characters")
+    if len(query) > MAX_QUERY:
+        return error(414, "URI Too Long", f"the query is longer than {MAX_QUERY} characters")
     try:
-        query = parse_qsl(urlsplit(target).query, keep_blank_values=True, strict_parsing=False, max_num_fields=64)
+        fields = parse_qsl(query, keep_blank_values=True, strict_parsing=False, max_num_fields=64)
     except ValueError as problem:
         return error(400, "Bad Request", str(problem))
     wanted_format = "text"
     keywords: List[str] = []
-    for key, value in query:
+    for key, value in fields:
         if key == "format" and value in ("text", "json"):
             wanted_format = value
         elif key == "format":

@@ -15,8 +15,10 @@ import os
 import select
 import socket
 import threading
+import time
 from types import TracebackType
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Type, Union
+from urllib.parse import urlsplit
 
 from ._endpoint import Response, check_token, error, respond
 from ._threads import start_helper
@@ -35,6 +37,37 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class _RequestReader:
+    """Reads one request's lines from a socket, all within one deadline.
+
+    A per-read timeout would let a client that trickles a byte at a time
+    hold its connection, and one of the server's few slots, for ever.
+    """
+
+    def __init__(self, connection: socket.socket, timeout: float) -> None:
+        self._connection = connection
+        self._deadline = time.monotonic() + timeout
+        self._buffer = b""
+
+    def readline(self, limit: int) -> bytes:
+        """One line, with its newline; at most ``limit`` bytes; ``b""`` if the client closed first."""
+        while b"\n" not in self._buffer[:limit]:
+            if len(self._buffer) >= limit:
+                break
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the request took too long")
+            self._connection.settimeout(remaining)
+            chunk = self._connection.recv(4096)
+            if not chunk:
+                break
+            self._buffer += chunk
+        end = self._buffer.find(b"\n", 0, limit)
+        cut = end + 1 if end >= 0 else min(limit, len(self._buffer))
+        line, self._buffer = self._buffer[:cut], self._buffer[cut:]
+        return line
 
 
 def _read_request(stream: Any) -> Union[Tuple[str, str, Dict[str, str]], Response, None]:
@@ -142,8 +175,8 @@ class StackServer:
 
     def _handle(self, connection: socket.socket) -> None:
         try:
-            with connection, connection.makefile("rb") as stream:
-                connection.settimeout(REQUEST_TIMEOUT)
+            with connection:
+                stream = _RequestReader(connection, REQUEST_TIMEOUT)
                 method = "GET"
                 try:
                     request = _read_request(stream)
@@ -155,7 +188,7 @@ class StackServer:
                     response = request
                 else:
                     method, target, headers = request
-                    response = _answer(method, target, headers, self._token)
+                    response = _answer(method, urlsplit(target).query, headers, self._token)
                 try:
                     connection.sendall(_encode(response, method))
                 except OSError:
@@ -164,9 +197,9 @@ class StackServer:
             self._slots.release()
 
 
-def _answer(method: str, target: str, headers: Mapping[str, str], token: Optional[bytes]) -> Response:
+def _answer(method: str, query: str, headers: Mapping[str, str], token: Optional[bytes]) -> Response:
     try:
-        return respond(method, target, headers, token)
+        return respond(method, query, headers, token)
     except Exception as problem:  # a bug of leakcheck's must not stop the endpoint, nor reach the host app
         return error(500, "Internal Server Error", type(problem).__name__)
 
@@ -210,10 +243,8 @@ def wsgi_app(environ: Mapping[str, Any], start_response: StartResponse) -> Itera
     It has no token of its own: mount it behind the app's own authentication.
     """
     method = str(environ.get("REQUEST_METHOD", "GET"))
-    query = str(environ.get("QUERY_STRING", ""))
-    target = str(environ.get("PATH_INFO", "")) + (f"?{query}" if query else "")
     headers = {"authorization": str(environ.get("HTTP_AUTHORIZATION", ""))}
-    response = _answer(method, target, headers, None)
+    response = _answer(method, str(environ.get("QUERY_STRING", "")), headers, None)
     start_response(f"{response.status} {response.reason}", response.headers)
     return [] if method == "HEAD" else [response.body]
 
@@ -242,13 +273,12 @@ async def asgi_app(scope: Dict[str, Any], receive: Receive, send: Send) -> None:
         return
     method = str(scope.get("method", "GET"))
     query = bytes(scope.get("query_string", b"")).decode("latin-1")
-    target = str(scope.get("path", "")) + (f"?{query}" if query else "")
     headers: Dict[str, str] = {}
     for name, value in scope.get("headers", []):
         headers[bytes(name).decode("latin-1").lower()] = bytes(value).decode("latin-1")
-    response = _answer(method, target, headers, None)
+    response = _answer(method, query, headers, None)
     encoded: List[Tuple[bytes, bytes]] = [
-        (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers
+        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in response.headers
     ]
     await send({"type": "http.response.start", "status": response.status, "headers": encoded})
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else response.body})
