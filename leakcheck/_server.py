@@ -18,7 +18,6 @@ import threading
 import time
 from types import TracebackType
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Type, Union
-from urllib.parse import urlsplit
 
 from ._endpoint import Response, check_token, error, respond
 from ._threads import start_helper
@@ -188,13 +187,18 @@ class StackServer:
                     response = request
                 else:
                     method, target, headers = request
-                    response = _answer(method, urlsplit(target).query, headers, self._token)
+                    response = _answer(method, _query_of(target), headers, self._token)
                 try:
                     connection.sendall(_encode(response, method))
                 except OSError:
                     pass
         finally:
             self._slots.release()
+
+
+def _query_of(target: str) -> str:
+    # Not urlsplit(), which raises on some targets ("/[", say) in some Python versions.
+    return target.partition("?")[2].partition("#")[0]
 
 
 def _answer(method: str, query: str, headers: Mapping[str, str], token: Optional[bytes]) -> Response:

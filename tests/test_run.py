@@ -105,12 +105,14 @@ def test_a_pending_task_on_a_loop_in_a_non_daemon_thread_is_listed(tmp_path):
         """
         import asyncio, threading
 
+        KEEP = []  # a pending task nobody references is garbage, not a blocker
+
         async def follow_logs():
             await asyncio.Event().wait()
 
         def loop_thread():
             loop = asyncio.new_event_loop()
-            loop.create_task(follow_logs(), name="follow-task")
+            KEEP.append(loop.create_task(follow_logs(), name="follow-task"))
             loop.run_forever()
 
         threading.Thread(target=loop_thread, name="loop-runner").start()

@@ -855,3 +855,12 @@ def test_asgi_response_header_names_are_lowercase() -> None:
 def test_asgi_a_question_mark_in_the_path_is_not_a_query() -> None:
     status, _, body = response_of(run_asgi(http_scope(path="/stacks/x?y", query=b"")))
     assert status == 200, body
+
+
+@pytest.mark.parametrize("target", [b"/[?format=json", b"/]x?format=json", b"/?format=json#frag"])
+def test_odd_targets_are_answered_from_their_query(server: StackServer, target: bytes) -> None:
+    # urlsplit() raises "Invalid IPv6 URL" for some of these on Python 3.9: the server must not use it.
+    raw = exchange(server.host, server.port, b"GET " + target + b" HTTP/1.1\r\n\r\n")
+    status, headers, _ = split_response(raw)
+    assert status == 200
+    assert "application/json" in str(headers)
