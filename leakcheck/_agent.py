@@ -57,6 +57,7 @@ def start_agent() -> str:
         path = socket_path(os.getpid())
         if _running is not None and _running.pid == os.getpid():
             return path
+        _running = None  # inherited through fork(): the parent's agent, not this process's
         _private_directory()
         if os.path.exists(path):
             os.unlink(path)  # left by an earlier process with this pid, which can no longer be running here
@@ -74,12 +75,22 @@ def start_agent() -> str:
 
 
 def _stop(server: StackServer, path: str) -> None:
+    if server.pid != os.getpid():
+        return  # a forked child's copy: the socket and the server are the parent's
     server.close()
-    if server.pid == os.getpid():  # not a forked child's copy: the parent still serves there
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def stop_agent() -> None:
+    """Close this process's agent and remove its socket, if it runs one (as exit does)."""
+    global _running
+    with _lock:
+        server, _running = _running, None
+    if server is not None:
+        _stop(server, socket_path(server.pid))
 
 
 def request_agent(pid: int, target: str, timeout: float) -> bytes:

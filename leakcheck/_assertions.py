@@ -42,28 +42,35 @@ def _poll_source(
 ) -> Tuple[List[Info], Snapshot, float]:
     """Fetch ``source`` until ``done(matches)`` or ``timeout``; the last matches, snapshot and time waited."""
     from ._endpoint import check_token
-    from ._remote import take
+    from ._remote import RemoteError, take
 
     secret = check_token(token)
     started = time.monotonic()
     deadline = started + timeout
     for slice_deadline in backoff_deadlines(deadline, first=0.01, cap=REMOTE_POLL_CAP):
-        taken = take(source, FETCH_TIMEOUT, secret)
-        found = _matching(taken, patterns)
-        if done(found) or isinstance(source, Snapshot) or time.monotonic() >= deadline:
-            return found, taken, time.monotonic() - started
+        try:
+            # Each fetch may use the time left, but at least a moment: a timeout of 0 still fetches once.
+            taken = take(source, min(FETCH_TIMEOUT, max(deadline - time.monotonic(), 0.5)), secret)
+        except RemoteError:
+            if time.monotonic() >= deadline:
+                raise  # never reached within the timeout: the last reason why
+        else:
+            found = _matching(taken, patterns)
+            if done(found) or isinstance(source, Snapshot) or time.monotonic() >= deadline:
+                return found, taken, time.monotonic() - started
         time.sleep(max(0.0, slice_deadline - time.monotonic()))  # the other process's stacks can only be polled
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _source(source: object, token: object, what: str) -> Optional[Source]:
-    if source is None:
-        if token is not None:
-            raise TypeError(f"{what}: token= goes with a URL source=")
-        return None
-    from ._remote import check_source
+    checked = None
+    if source is not None:
+        from ._remote import check_source
 
-    return check_source(source, what)
+        checked = check_source(source, what)
+    if token is not None and not isinstance(checked, str):
+        raise TypeError(f"{what}: token= goes with a URL source=")
+    return checked
 
 
 def find_stacks(*patterns: StackPattern, source: Optional[Source] = None, token: Optional[str] = None) -> List[Info]:

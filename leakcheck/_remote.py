@@ -7,6 +7,7 @@ A source is a URL of a stack endpoint (``serve_stacks()``, or ``wsgi_app`` /
 
 from __future__ import annotations
 
+import http.client
 import urllib.error
 import urllib.request
 from typing import Optional, Union
@@ -18,6 +19,19 @@ from ._options import check_timeout
 
 Source = Union[str, int, Snapshot]
 """Where stacks come from: an endpoint's URL, an agent's pid, or a Snapshot."""
+
+MAX_BODY = 64 * 1024 * 1024
+"""Largest answer read from an endpoint: a dump of many thousands of threads fits."""
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    # A redirect would carry the bearer token to wherever it points.
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+# No proxies either: the endpoint is usually on loopback, and the token is for it alone.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
 
 
 class RemoteError(OSError):
@@ -69,14 +83,18 @@ def _fetch_url(url: str, timeout: float, token: Optional[bytes]) -> Snapshot:
     if token is not None:
         request.add_header("Authorization", f"Bearer {token.decode('ascii')}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
-            body: bytes = answer.read()
+        with _OPENER.open(request, timeout=timeout) as answer:
+            body: bytes = answer.read(MAX_BODY + 1)
     except urllib.error.HTTPError as problem:
         detail = problem.read(500).decode("utf-8", "replace").strip()
         raise RemoteError(f"{url} answered {problem.code} {problem.reason}: {detail}") from None
     except (urllib.error.URLError, OSError) as problem:
         reason = getattr(problem, "reason", problem)
         raise RemoteError(f"cannot reach {url}: {reason}") from None
+    except (http.client.HTTPException, ValueError) as problem:  # not HTTP at all, or cut short
+        raise RemoteError(f"{url} did not answer with HTTP: {problem!r}") from None
+    if len(body) > MAX_BODY:
+        raise RemoteError(f"{url} answered with more than {MAX_BODY} bytes")
     return _from_body(body, url)
 
 

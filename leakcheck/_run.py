@@ -77,9 +77,17 @@ def run_program(program: str, args: Sequence[str], module: bool, fail: bool, tim
     if blockers:
         print(_report(blockers, fail), file=sys.stderr, flush=True)
         if fail:
+            _release_agent()
             sys.stdout.flush()
             os._exit(1)  # sys.exit() would wait for the very threads reported
     return status
+
+
+def _release_agent() -> None:
+    # os._exit() skips atexit, which would remove the agent's socket.
+    agent = sys.modules.get("leakcheck._agent")
+    if agent is not None:
+        agent.stop_agent()
 
 
 def _exit_status(code: object) -> int:

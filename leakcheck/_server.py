@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import os
-import select
+import selectors
 import socket
 import threading
 import time
@@ -115,6 +115,7 @@ class StackServer:
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._token = token
         self._closed = threading.Event()
+        self._close_lock = threading.Lock()
         self.url = url
         """Where a GET returns the dump: ``http://host:port/``, or ``unix:PATH`` for the agent."""
         inet = listener.family in (socket.AF_INET, socket.AF_INET6)
@@ -125,11 +126,15 @@ class StackServer:
         self._thread = start_helper(self._serve, f"leakcheck-stack-server {url}")
 
     def close(self) -> None:
-        """Stop serving and release the port; calling it again does nothing."""
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        self._wake_writer.send(b"x")
+        """Stop serving and release the port; calling it again does nothing.
+
+        In a forked child it does nothing at all: the sockets are the parent's.
+        """
+        with self._close_lock:
+            if self._closed.is_set() or self.pid != os.getpid():
+                return
+            self._closed.set()
+            self._wake_writer.send(b"x")
         if threading.current_thread() is not self._thread:
             self._thread.join(REQUEST_TIMEOUT)
 
@@ -147,22 +152,28 @@ class StackServer:
 
     def _serve(self) -> None:
         try:
-            while not self._closed.is_set():
-                readable, _, _ = select.select([self._listener, self._wake_reader], [], [])
-                if self._wake_reader in readable:
-                    return
-                try:
-                    connection, _ = self._listener.accept()
-                except OSError:
-                    continue  # the client gave up between select() and accept()
-                if self._slots.acquire(blocking=False):
-                    start_helper(functools.partial(self._handle, connection), "leakcheck-stack-request")
-                else:
-                    self._refuse(connection)
+            # selectors, not select.select(): a process with over 1,023 open files gets descriptors it cannot take
+            with selectors.DefaultSelector() as selector:
+                selector.register(self._listener, selectors.EVENT_READ)
+                selector.register(self._wake_reader, selectors.EVENT_READ)
+                while not self._closed.is_set():
+                    if any(key.fileobj is self._wake_reader for key, _ in selector.select()):
+                        return
+                    self._accept()
         finally:
             self._listener.close()
             self._wake_reader.close()
             self._wake_writer.close()
+
+    def _accept(self) -> None:
+        try:
+            connection, _ = self._listener.accept()
+        except OSError:
+            return  # the client gave up between select() and accept()
+        if self._slots.acquire(blocking=False):
+            start_helper(functools.partial(self._handle, connection), "leakcheck-stack-request")
+        else:
+            self._refuse(connection)
 
     def _refuse(self, connection: socket.socket) -> None:
         with connection:
