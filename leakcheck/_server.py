@@ -134,9 +134,13 @@ class StackServer:
             if self._closed.is_set() or self.pid != os.getpid():
                 return
             self._closed.set()
-            self._wake_writer.send(b"x")
+            try:
+                self._wake_writer.send(b"x")
+            except OSError:
+                pass  # the server thread saw _closed first and has gone, closing the reading end
         if threading.current_thread() is not self._thread:
             self._thread.join(REQUEST_TIMEOUT)
+        self._wake_writer.close()
 
     def __enter__(self) -> StackServer:
         return self
@@ -163,7 +167,6 @@ class StackServer:
         finally:
             self._listener.close()
             self._wake_reader.close()
-            self._wake_writer.close()
 
     def _accept(self) -> None:
         try:

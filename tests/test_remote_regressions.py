@@ -148,3 +148,9 @@ def test_run_fail_removes_the_agent_socket(tmp_path):
     )
     assert result.returncode == 1 and "Thread 'stuck'" in result.stderr
     assert not os.path.exists(socket_path(int(result.stdout.split()[0])))
+
+
+def test_closing_at_once_after_starting_never_races_the_server_thread():
+    # The server thread may see the close before its first wait: close() must not then write to a closed socket.
+    for _ in range(200):
+        serve_stacks().close()
