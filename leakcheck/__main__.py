@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from ._assertions import assert_no_stack_match, assert_stack_match
-from ._model import Snapshot
 from ._options import parse_seconds
 from ._remote import RemoteError, Source, check_source, take
 
@@ -84,17 +83,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _selected(taken: Snapshot, keywords: List[str]) -> Snapshot:
-    if not keywords:
-        return taken
-    return Snapshot(
-        threads=tuple(info for info in taken.threads if any(k in f"{info.header}\n{info.stack}" for k in keywords)),
-        tasks=tuple(info for info in taken.tasks if any(k in f"{info.header}\n{info.stack}" for k in keywords)),
-        pid=taken.pid,
-        taken_at=taken.taken_at,
-    )
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -105,9 +93,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.parser.error("--token goes with a URL target")
     try:
         if args.command == "stacks":
-            from ._endpoint import check_token
+            from ._endpoint import check_token, select_stacks
 
-            taken = _selected(take(args.target, 5.0, check_token(token)), args.match)
+            taken = select_stacks(take(args.target, 5.0, check_token(token)), args.match)
             sys.stdout.write(taken.to_json() + "\n" if args.json else str(taken))
             return 0
         if not args.absent and not args.present:

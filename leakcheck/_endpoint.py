@@ -78,7 +78,8 @@ def _authorized(token: Optional[bytes], authorization: Optional[str]) -> bool:
     return hmac.compare_digest(presented.strip().encode("utf-8", "surrogateescape"), token)
 
 
-def _select(taken: Snapshot, keywords: List[str]) -> Snapshot:
+def select_stacks(taken: Snapshot, keywords: List[str]) -> Snapshot:
+    """The stacks of ``taken`` whose block contains any of ``keywords``; all of them without keywords."""
     if not keywords:
         return taken
     patterns = validate_patterns(keywords, "match")
@@ -123,7 +124,7 @@ def respond(method: str, query: str, headers: Mapping[str, str], token: Optional
             return error(400, "Bad Request", f"unknown query parameter {key!r}; use format= and match=")
     if len(keywords) > MAX_MATCHES:
         return error(400, "Bad Request", f"at most {MAX_MATCHES} match= keywords")
-    taken = _select(snapshot(), keywords)
+    taken = select_stacks(snapshot(), keywords)
     if wanted_format == "json":
         return _response(200, "OK", taken.to_json(), "application/json")
     return _response(200, "OK", str(taken), "text/plain; charset=utf-8")
