@@ -12,9 +12,8 @@ import atexit
 import os
 import socket
 import stat
-import tempfile
 import threading
-from typing import List, Optional
+from typing import Optional
 
 from ._server import StackServer
 
@@ -22,15 +21,64 @@ _lock = threading.Lock()
 _running: Optional[StackServer] = None
 
 
+DIRECTORY_VARIABLE = "LEAKCHECK_AGENT_DIR"
+
+
 def agent_directory() -> str:
-    """The private per-user directory of agent sockets: ``leakcheck-<uid>`` in ``$XDG_RUNTIME_DIR`` or the temp dir."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    return os.path.join(base, f"leakcheck-{os.getuid()}")
+    """The private per-user directory of agent sockets.
+
+    ``$LEAKCHECK_AGENT_DIR`` when set; otherwise ``/run/user/<uid>/leakcheck``
+    when the system gives the user that runtime directory, else
+    ``/tmp/leakcheck-<uid>``.  The default depends on nothing in the
+    environment, so a CLI started from cron, ``sudo -u`` or another shell
+    finds the agent of a process started elsewhere.
+    """
+    chosen = os.environ.get(DIRECTORY_VARIABLE)
+    if chosen:
+        return chosen
+    uid = os.getuid()
+    runtime = f"/run/user/{uid}"
+    try:
+        owned = os.stat(runtime).st_uid == uid
+    except OSError:
+        owned = False
+    return os.path.join(runtime, "leakcheck") if owned else f"/tmp/leakcheck-{uid}"
 
 
 def socket_path(pid: int) -> str:
     """Where the agent of process ``pid`` listens."""
     return os.path.join(agent_directory(), f"{pid}.sock")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
+def _remove_stale_sockets(directory: str) -> None:
+    # A process killed by SIGKILL never removes its socket; without this they would pile up.
+    for name in os.listdir(directory):
+        stem, dot, suffix = name.partition(".")
+        if dot and suffix == "sock" and stem.isdigit() and not _alive(int(stem)):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass  # another process's start_agent() removed it first
+
+
+def agent_socket(pid: int) -> str:
+    """The socket of the agent of ``pid``; ``OSError`` saying why when there is none to connect to."""
+    path = socket_path(pid)
+    if not _alive(pid):
+        raise ProcessLookupError(f"no process has pid {pid}")
+    if not os.path.exists(path):
+        raise ConnectionRefusedError(f"no leakcheck agent for pid {pid} at {path}: call leakcheck.start_agent() there")
+    return path
 
 
 def _private_directory() -> str:
@@ -58,7 +106,7 @@ def start_agent() -> str:
         if _running is not None and _running.pid == os.getpid():
             return path
         _running = None  # inherited through fork(): the parent's agent, not this process's
-        _private_directory()
+        _remove_stale_sockets(_private_directory())
         if os.path.exists(path):
             os.unlink(path)  # left by an earlier process with this pid, which can no longer be running here
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -91,20 +139,3 @@ def stop_agent() -> None:
         server, _running = _running, None
     if server is not None:
         _stop(server, socket_path(server.pid))
-
-
-def request_agent(pid: int, target: str, timeout: float) -> bytes:
-    """Send ``GET target`` to the agent of ``pid``; the raw HTTP response."""
-    path = socket_path(pid)
-    if not os.path.exists(path):
-        raise ConnectionRefusedError(f"no leakcheck agent for pid {pid} at {path}: call leakcheck.start_agent() there")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-        connection.settimeout(timeout)
-        connection.connect(path)
-        connection.sendall(f"GET {target} HTTP/1.1\r\nHost: agent\r\n\r\n".encode("latin-1"))
-        chunks: List[bytes] = []
-        while True:
-            chunk = connection.recv(65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)

@@ -28,7 +28,7 @@ from ._options import Options
 from ._probes import Census, Probe
 from ._report import LeakReport
 from ._tasks import TaskProbe, cancel
-from ._threads import ThreadProbe, executor_of
+from ._threads import ThreadProbe, executor_of, waits_for_work
 from ._wait import Steps, Wait, backoff_deadlines
 
 THREADS = ThreadProbe()
@@ -110,12 +110,7 @@ class _IdleExecutorWorker:
         return thread in self._workers
 
     def __call__(self, info: Info) -> bool:
-        return (
-            isinstance(info, ThreadInfo)
-            and info.ident in self._idents
-            and bool(info.frames)
-            and info.frames[-1].function == "concurrent.futures.thread._worker"
-        )
+        return isinstance(info, ThreadInfo) and info.ident in self._idents and waits_for_work(info)
 
 
 def _held_by_modules(objects: Sequence[Any]) -> List[Any]:

@@ -16,8 +16,10 @@ The text dump reads like Go's ``?debug=2`` goroutine dump::
 One block per thread or task, a blank line between blocks.  A header line
 gives the kind, the name (a Python string literal, so any name survives),
 the ident or id and the state; frame lines are indented two spaces, source
-lines four.  :func:`parse_dump` reads back exactly what :func:`format_dump`
-writes: names, ids, frames and stacks.
+lines four.  Other text is written as it is when plain, else as a backslash
+and a string literal (``_model.shown``), so that no crafted name can pass
+for another line.  :func:`parse_dump` reads back exactly what
+:func:`format_dump` writes: names, ids, frames and stacks.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from ._model import Frame, Info, Snapshot, TaskInfo, ThreadInfo, format_frames, 
 JSON_FORMAT = "leakcheck-snapshot"
 JSON_VERSION = 1
 
-_STRING = r"""(?P<name>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
+_LITERAL = r"'(?:[^'\\]|\\.)*'" r'|"(?:[^"\\]|\\.)*"'  # a Python string literal, as repr() writes it
+_STRING = rf"(?P<name>{_LITERAL})"
 _HEAD = re.compile(
     r"leakcheck snapshot of pid (?P<pid>-?\d+) \(taken at (?P<taken_at>[^)]+)\): "
     r"(?P<threads>\d+) threads?, (?P<tasks>\d+) tasks?"
@@ -43,9 +46,11 @@ _THREAD = re.compile(
 )
 _TASK = re.compile(
     rf"Task {_STRING} \(id=0x(?P<id>[0-9a-f]+), coro=(?P<coro>.*), "
-    r"loop_thread=(?P<thread_ident>None|\d+)\) \[(?P<state>[^\]\n]*)\]:"
+    rf"loop_thread=(?P<thread_ident>None|\d+)\) \[(?P<state>\\(?:{_LITERAL})|[^\]]*)\]:"
 )
-_FRAME = re.compile(r'  File "(?P<filename>.*)", line (?P<lineno>\d+), in (?P<function>.*)')
+_FRAME = re.compile(
+    rf'  File (?:"(?P<plain_filename>[^"]*)"|(?P<filename>\\(?:{_LITERAL}))), line (?P<lineno>\d+), in (?P<function>.*)'
+)
 _SOURCE_PREFIX = "    "
 _AWAITING_PREFIX = "  Awaiting "
 
@@ -96,7 +101,10 @@ def _frames(lines: _Lines) -> Tuple[Frame, ...]:
         text = ""
         if source is not None and source.startswith(_SOURCE_PREFIX):
             text = lines.take()[len(_SOURCE_PREFIX) :]
-        frames.append(Frame(found["filename"], int(found["lineno"]), found["function"], text))
+        filename = found["plain_filename"]
+        if filename is None:
+            filename = _text(found["filename"], lines)
+        frames.append(Frame(filename, int(found["lineno"]), _text(found["function"], lines), _text(text, lines)))
 
 
 def _name(found: re.Match[str], lines: _Lines) -> str:
@@ -107,6 +115,19 @@ def _name(found: re.Match[str], lines: _Lines) -> str:
     if not isinstance(name, str):
         raise lines.error(f"bad name {found['name']}")
     return name
+
+
+def _text(field: str, lines: _Lines) -> str:
+    """A field as :func:`~leakcheck._model.shown` wrote it: plain, or a backslash and a string literal."""
+    if not field.startswith("\\"):
+        return field
+    try:
+        text = ast.literal_eval(field[1:])
+    except (ValueError, SyntaxError):
+        text = None
+    if not isinstance(text, str):
+        raise lines.error(f"bad escaped text {field}")
+    return text
 
 
 def _optional_int(text: str) -> Optional[int]:
@@ -139,12 +160,12 @@ def _block(lines: _Lines) -> Info:
     awaiting = ""
     following = lines.peek()
     if following is not None and following.startswith(_AWAITING_PREFIX):
-        awaiting = lines.take()[len(_AWAITING_PREFIX) :]
+        awaiting = _text(lines.take()[len(_AWAITING_PREFIX) :], lines)
     return TaskInfo(
         id=int(task["id"], 16),
         name=name,
-        coro=task["coro"],
-        state=task["state"],
+        coro=_text(task["coro"], lines),
+        state=_text(task["state"], lines),
         thread_ident=_optional_int(task["thread_ident"]),
         frames=frames,
         awaiting=awaiting,

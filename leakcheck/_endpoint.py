@@ -97,12 +97,22 @@ def respond(method: str, query: str, headers: Mapping[str, str], token: Optional
     The path plays no part: the endpoint answers wherever it is mounted.
     Never raises for anything a client sends: every mistake is a 4xx.
     """
+    return refusal(method, headers, token) or answer_query(query)
+
+
+def refusal(method: str, headers: Mapping[str, str], token: Optional[bytes]) -> Optional[Response]:
+    """The 405 or 401 for a request that may not have the stacks at all, or ``None``; cheap, and takes no snapshot."""
     if method not in ALLOWED_METHODS:
         return error(405, "Method Not Allowed", "only GET and HEAD", [("Allow", ", ".join(ALLOWED_METHODS))])
     if not _authorized(token, headers.get("authorization")):
         return error(
             401, "Unauthorized", "a bearer token is required", [("WWW-Authenticate", 'Bearer realm="leakcheck"')]
         )
+    return None
+
+
+def answer_query(query: str) -> Response:
+    """The stacks, as ``query`` asks for them (``format=``, ``match=``), or the 4xx for a query that is wrong."""
     if len(query) > MAX_QUERY:
         return error(414, "URI Too Long", f"the query is longer than {MAX_QUERY} characters")
     try:

@@ -72,13 +72,35 @@ class Frame(NamedTuple):
     """The stripped source line, or ``""`` when the source is not available."""
 
 
+def _plain(text: str, forbidden: str) -> bool:
+    # isprintable() is False for every line break, tab and control character, and for most spaces but " ".
+    return bool(text) and text.isprintable() and text[0] not in " \\" and text[-1] != " " and forbidden not in text
+
+
+def shown(text: str, forbidden: str = "\n") -> str:
+    """``text`` as a stack or header shows it: as it is when plain, else a backslash and its string literal.
+
+    Plain text is printable, has no surrounding spaces, does not start with
+    a backslash and does not hold ``forbidden``.  Anything else (a crafted
+    function name with a line break in it, say) could pass for more frames
+    or another block, so it is written escaped and :func:`parse_dump` reads
+    it back exactly.
+    """
+    return text if _plain(text, forbidden) else _escaped(text)
+
+
+def _escaped(text: str) -> str:
+    return "\\" + repr(text)
+
+
 def format_frames(frames: Tuple[Frame, ...]) -> str:
-    """Render frames the way a traceback does, innermost last."""
+    """Render frames the way a traceback does, innermost last; odd names are escaped (see :func:`shown`)."""
     parts = []
     for frame in frames:
-        parts.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.function}\n')
+        filename = f'"{frame.filename}"' if _plain(frame.filename, '"') else _escaped(frame.filename)
+        parts.append(f"  File {filename}, line {frame.lineno}, in {shown(frame.function)}\n")
         if frame.line:
-            parts.append(f"    {frame.line}\n")
+            parts.append(f"    {shown(frame.line)}\n")
     return "".join(parts)
 
 
@@ -165,7 +187,8 @@ class TaskInfo(_Record):
     @property
     def header(self) -> str:
         return (
-            f"Task {self.name!r} (id=0x{self.id:x}, coro={self.coro}, loop_thread={self.thread_ident}) [{self.state}]:"
+            f"Task {self.name!r} (id=0x{self.id:x}, coro={shown(self.coro)}, loop_thread={self.thread_ident}) "
+            f"[{shown(self.state, ']')}]:"
         )
 
 
@@ -175,7 +198,7 @@ Info = Union[ThreadInfo, TaskInfo]
 
 def task_stack(frames: Tuple[Frame, ...], awaiting: str) -> str:
     """A task's stack text: its frames, then what the innermost coroutine awaits, if known."""
-    return format_frames(frames) + (f"  Awaiting {awaiting}\n" if awaiting else "")
+    return format_frames(frames) + (f"  Awaiting {shown(awaiting)}\n" if awaiting else "")
 
 
 def describe_block(info: Info) -> str:

@@ -8,30 +8,17 @@ A source is a URL of a stack endpoint (``serve_stacks()``, or ``wsgi_app`` /
 from __future__ import annotations
 
 import http.client
-import urllib.error
-import urllib.request
-from typing import Optional, Union
-from urllib.parse import urlsplit, urlunsplit
+import socket
+from typing import Dict, Optional, Tuple, Union
+from urllib.parse import urlsplit
 
 from ._endpoint import check_token
+from ._http import MAX_BODY, Deadline, get
 from ._model import Snapshot
 from ._options import check_timeout
 
 Source = Union[str, int, Snapshot]
 """Where stacks come from: an endpoint's URL, an agent's pid, or a Snapshot."""
-
-MAX_BODY = 64 * 1024 * 1024
-"""Largest answer read from an endpoint: a dump of many thousands of threads fits."""
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    # A redirect would carry the bearer token to wherever it points.
-    def redirect_request(self, *args: object, **kwargs: object) -> None:
-        return None
-
-
-# No proxies either: the endpoint is usually on loopback, and the token is for it alone.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
 
 
 class RemoteError(OSError):
@@ -52,10 +39,12 @@ def check_source(source: object, what: str) -> Source:
     return source
 
 
-def _json_target(url: str) -> str:
+def _json_target(url: str) -> Tuple[Tuple[str, str, int], str, str]:
+    """``(scheme, host, port)``, the ``Host`` header and the target asking for JSON."""
     parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)  # a bad port raises ValueError
     query = "&".join(part for part in (parts.query, "format=json") if part)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", query, ""))
+    return (parts.scheme, parts.hostname or "", port), parts.netloc.rpartition("@")[2], f"{parts.path or '/'}?{query}"
 
 
 def _from_body(body: bytes, where: str) -> Snapshot:
@@ -79,37 +68,50 @@ def fetch_snapshot(url: str, *, timeout: float = 5.0, token: Optional[str] = Non
 
 
 def _fetch_url(url: str, timeout: float, token: Optional[bytes]) -> Snapshot:
-    request = urllib.request.Request(_json_target(url), headers={"Accept": "application/json"})
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token.decode('ascii')}")
     try:
-        with _OPENER.open(request, timeout=timeout) as answer:
-            body: bytes = answer.read(MAX_BODY + 1)
-    except urllib.error.HTTPError as problem:
-        detail = problem.read(500).decode("utf-8", "replace").strip()
-        raise RemoteError(f"{url} answered {problem.code} {problem.reason}: {detail}") from None
-    except (urllib.error.URLError, OSError) as problem:
-        reason = getattr(problem, "reason", problem)
-        raise RemoteError(f"cannot reach {url}: {reason}") from None
-    except (http.client.HTTPException, ValueError) as problem:  # not HTTP at all, or cut short
-        raise RemoteError(f"{url} did not answer with HTTP: {problem!r}") from None
-    if len(body) > MAX_BODY:
-        raise RemoteError(f"{url} answered with more than {MAX_BODY} bytes")
-    return _from_body(body, url)
+        address, host, target = _json_target(url)
+    except ValueError as problem:
+        raise RemoteError(f"cannot reach {url}: {problem}") from None
+    headers = {"Host": host, "Accept": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token.decode('ascii')}"
+    return _exchange(url, address, target, headers, Deadline(timeout), None)
 
 
 def _fetch_pid(pid: int, timeout: float) -> Snapshot:
-    from ._agent import request_agent
+    from ._agent import agent_socket
 
+    where = f"the agent of pid {pid}"
     try:
-        raw = request_agent(pid, "/?format=json", timeout)
+        path = agent_socket(pid)
     except OSError as problem:
-        raise RemoteError(f"cannot reach the agent of pid {pid}: {problem}") from None
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status = head.split(b"\r\n", 1)[0].decode("latin-1")
-    if not status.startswith("HTTP/1.1 200 "):
-        raise RemoteError(f"the agent of pid {pid} answered {status!r}")
-    return _from_body(body, f"the agent of pid {pid}")
+        raise RemoteError(f"cannot reach {where}: {problem}") from None
+    headers = {"Host": "localhost", "Accept": "application/json"}
+    return _exchange(where, ("http", "localhost", 0), "/?format=json", headers, Deadline(timeout), path)
+
+
+def _exchange(
+    where: str,
+    address: Tuple[str, str, int],
+    target: str,
+    headers: Dict[str, str],
+    deadline: Deadline,
+    unix_path: Optional[str],
+) -> Snapshot:
+    try:
+        status, reason, body = get(address, target, headers, deadline, unix_path)
+    except socket.timeout:
+        raise RemoteError(f"{where} did not answer within {deadline.timeout:g} s") from None
+    except OSError as problem:
+        raise RemoteError(f"cannot reach {where}: {problem}") from None
+    except (http.client.HTTPException, ValueError) as problem:  # not HTTP at all, or cut short
+        raise RemoteError(f"{where} did not answer with HTTP: {problem!r}") from None
+    if status != 200:
+        detail = body[:500].decode("utf-8", "replace").strip()
+        raise RemoteError(f"{where} answered {status} {reason}: {detail}")
+    if len(body) > MAX_BODY:
+        raise RemoteError(f"{where} answered with more than {MAX_BODY} bytes")
+    return _from_body(body, where)
 
 
 def take(source: Source, timeout: float, token: Optional[bytes] = None) -> Snapshot:

@@ -20,28 +20,39 @@ from typing import List, Optional, Sequence
 
 from ._model import Info, describe_block
 from ._snapshot import snapshot
-from ._threads import live_threads
+from ._threads import ThreadProbe, executor_of, live_threads, waits_for_work
+from ._wait import backoff_deadlines
 
 
 def _blockers() -> List[threading.Thread]:
+    """The threads Python's exit would wait for: not daemons, and not idle pool workers.
+
+    At exit, ``concurrent.futures`` tells the workers of every
+    ``ThreadPoolExecutor`` to stop once the queued jobs are done, so a worker
+    waiting for a job ends by itself; one still running a job does not.
+    """
     main = threading.main_thread()
-    return [t for t in live_threads() if t is not main and not t.daemon and t.is_alive()]
-
-
-def _wait_for(threads: List[threading.Thread], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
+    found = [t for t in live_threads() if t is not main and not t.daemon and t.is_alive()]
+    workers = [t for t in found if executor_of(t) is not None]
+    if workers:
+        idle = {info.ident for info in ThreadProbe().describe(workers) if waits_for_work(info)}
+        found = [t for t in found if t.ident not in idle]
+    return found
 
 
 def keeping_alive(timeout: float) -> List[Info]:
-    """The non-daemon threads still alive after ``timeout`` seconds, and the tasks pending on any loop."""
-    _wait_for(_blockers(), timeout)
-    names = {thread.ident for thread in _blockers()}
-    if not names:
+    """What would still keep the process alive after ``timeout`` seconds: threads, and the tasks pending on any loop."""
+    deadline = time.monotonic() + timeout
+    for slice_deadline in backoff_deadlines(deadline, first=0.005, cap=0.05):
+        blockers = _blockers()
+        if not blockers or time.monotonic() >= deadline:
+            break
+        blockers[0].join(max(0.0, slice_deadline - time.monotonic()))  # a worker may fall idle meanwhile
+    idents = {thread.ident for thread in blockers}
+    if not idents:
         return []
     taken = snapshot()
-    threads: List[Info] = [info for info in taken.threads if info.ident in names]
+    threads: List[Info] = [info for info in taken.threads if info.ident in idents]
     tasks: List[Info] = [info for info in taken.tasks if info.state == "pending"]
     return threads + tasks
 

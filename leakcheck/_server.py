@@ -1,10 +1,18 @@
 """Serving the stack endpoint: ``serve_stacks()`` and apps to mount in a WSGI or ASGI web app.
 
 The built-in server is a small HTTP/1.1 server of its own rather than
-``http.server``, so that its limits are leakcheck's to choose: a request line
-and each header line of at most 8 KiB, at most 64 headers, 5 seconds to send
-them, 8 requests at a time, one request per connection.  It runs in
-leakcheck's helper threads, which no check ever reports.
+``http.server``, so that its limits are leakcheck's to choose:
+
+- a request line and each header line of at most 8 KiB, at most 64 headers,
+  and 5 seconds to send them all;
+- one server thread reads every arriving request without blocking, so a
+  client that is slow, silent or has no token holds no thread; at most 64
+  requests may be arriving at once, and a new one drops the oldest;
+- only a complete, permitted request gets a request thread to take the
+  snapshot: at most 8 at a time, and the 9th gets 503;
+- one request per connection.
+
+Its threads are leakcheck's helper threads, which no check ever reports.
 """
 
 from __future__ import annotations
@@ -19,13 +27,22 @@ import time
 from types import TracebackType
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Type, Union
 
-from ._endpoint import Response, check_token, error, respond
+from ._endpoint import Response, answer_query, check_token, error, refusal, respond
 from ._threads import start_helper
 
 MAX_LINE = 8192
 MAX_HEADERS = 64
 REQUEST_TIMEOUT = 5.0
+"""Seconds a client has to send its whole request."""
+MAX_ARRIVING = 64
+"""Requests that may be arriving at once; beyond this the oldest is dropped."""
 MAX_CONNECTIONS = 8
+"""Requests answered at once; beyond this a request gets 503."""
+WRITE_TIMEOUT = 30.0
+"""Seconds to send one answer: a dump of thousands of threads, over a slow link."""
+
+Request = Tuple[str, str, Dict[str, str]]
+"""The method, target and headers (lower-case names) of a request."""
 
 
 def is_loopback(host: str) -> bool:
@@ -38,61 +55,61 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class _RequestReader:
-    """Reads one request's lines from a socket, all within one deadline.
+class _Arriving:
+    """A request whose head is still arriving: its lines so far, read without blocking.
 
-    A per-read timeout would let a client that trickles a byte at a time
-    hold its connection, and one of the server's few slots, for ever.
+    Each chunk is split where it holds a line break, so a client sending a
+    byte at a time costs a constant amount of work per byte.
     """
 
-    def __init__(self, connection: socket.socket, timeout: float) -> None:
-        self._connection = connection
-        self._deadline = time.monotonic() + timeout
-        self._buffer = b""
+    __slots__ = ("_lines", "_partial", "connection", "deadline")
 
-    def readline(self, limit: int) -> bytes:
-        """One line, with its newline; at most ``limit`` bytes; ``b""`` if the client closed first."""
-        while b"\n" not in self._buffer[:limit]:
-            if len(self._buffer) >= limit:
-                break
-            remaining = self._deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("the request took too long")
-            self._connection.settimeout(remaining)
-            chunk = self._connection.recv(4096)
-            if not chunk:
-                break
-            self._buffer += chunk
-        end = self._buffer.find(b"\n", 0, limit)
-        cut = end + 1 if end >= 0 else min(limit, len(self._buffer))
-        line, self._buffer = self._buffer[:cut], self._buffer[cut:]
-        return line
+    def __init__(self, connection: socket.socket, deadline: float) -> None:
+        self.connection = connection
+        self.deadline = deadline
+        self._lines: List[bytes] = []
+        self._partial = bytearray()
 
+    @property
+    def started(self) -> bool:
+        return bool(self._lines or self._partial)
 
-def _read_request(stream: Any) -> Union[Tuple[str, str, Dict[str, str]], Response, None]:
-    """The method, target and headers of one request, an error answer, or ``None`` if the client left."""
-    line = stream.readline(MAX_LINE + 1)
-    if not line:
+    def feed(self, chunk: bytes) -> Union[Request, Response, None]:
+        """Take the next chunk; the request once its head is complete, an error answer, or ``None`` to read on."""
+        self._partial += chunk
+        if b"\n" in chunk:
+            *complete, rest = self._partial.split(b"\n")
+            self._partial = bytearray(rest)
+            for line in complete:
+                if len(line) >= MAX_LINE:  # with its line break, over the limit
+                    return self._too_long()
+                if self._lines and bytes(line) in (b"", b"\r"):
+                    return _parse_head(self._lines)
+                self._lines.append(bytes(line))
+                if len(self._lines) > MAX_HEADERS + 1:
+                    return error(431, "Request Header Fields Too Large", f"more than {MAX_HEADERS} headers")
+        if len(self._partial) > MAX_LINE:
+            return self._too_long()
         return None
-    if len(line) > MAX_LINE:
-        return error(414, "URI Too Long", f"the request line is longer than {MAX_LINE} bytes")
-    parts = line.decode("latin-1").rstrip("\r\n").split(" ")
+
+    def _too_long(self) -> Response:
+        if not self._lines:
+            return error(414, "URI Too Long", f"the request line is longer than {MAX_LINE} bytes")
+        return error(431, "Request Header Fields Too Large", f"a header line is longer than {MAX_LINE} bytes")
+
+
+def _parse_head(lines: List[bytes]) -> Union[Request, Response]:
+    """The request of a complete head (its lines without line breaks), or a 400."""
+    parts = lines[0].decode("latin-1").rstrip("\r").split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[0].isalpha():
         return error(400, "Bad Request", "expected 'METHOD /path HTTP/1.1'")
     headers: Dict[str, str] = {}
-    for _ in range(MAX_HEADERS + 1):
-        header = stream.readline(MAX_LINE + 1)
-        if len(header) > MAX_LINE:
-            return error(431, "Request Header Fields Too Large", f"a header line is longer than {MAX_LINE} bytes")
-        if header in (b"\r\n", b"\n"):
-            return parts[0], parts[1], headers
-        if not header.endswith(b"\n"):
-            return error(400, "Bad Request", "the headers end before the blank line")
-        name, colon, value = header.decode("latin-1").partition(":")
+    for line in lines[1:]:
+        name, colon, value = line.decode("latin-1").partition(":")
         if not colon or not name or name != name.strip():
             return error(400, "Bad Request", "a header line is not 'Name: value'")
         headers[name.lower()] = value.strip()
-    return error(431, "Request Header Fields Too Large", f"more than {MAX_HEADERS} headers")
+    return parts[0], parts[1], headers
 
 
 def _encode(response: Response, method: str) -> bytes:
@@ -103,6 +120,15 @@ def _encode(response: Response, method: str) -> bytes:
     return data if method == "HEAD" else data + response.body
 
 
+def _send_short(connection: socket.socket, response: Response) -> None:
+    """Send a short error answer without waiting, and close: it fits in the empty send buffer of a new connection."""
+    with connection:
+        try:
+            connection.send(_encode(response, "GET"))
+        except OSError:
+            pass  # the client has gone
+
+
 class StackServer:
     """The stack endpoint, served over HTTP from a daemon thread; see :func:`serve_stacks`.
 
@@ -110,12 +136,16 @@ class StackServer:
     """
 
     def __init__(self, listener: socket.socket, token: Optional[bytes], url: str) -> None:
+        listener.setblocking(False)
         self._listener = listener
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._token = token
         self._closed = threading.Event()
         self._close_lock = threading.Lock()
+        self._arriving: Dict[socket.socket, _Arriving] = {}  # oldest first
+        self._answering: Dict[socket.socket, threading.Thread] = {}
+        self._answering_lock = threading.Lock()
         self.url = url
         """Where a GET returns the dump: ``http://host:port/``, or ``unix:PATH`` for the agent."""
         inet = listener.family in (socket.AF_INET, socket.AF_INET6)
@@ -126,9 +156,10 @@ class StackServer:
         self._thread = start_helper(self._serve, f"leakcheck-stack-server {url}")
 
     def close(self) -> None:
-        """Stop serving and release the port; calling it again does nothing.
+        """Stop serving, release the port, cut the answers under way and wait for their threads.
 
-        In a forked child it does nothing at all: the sockets are the parent's.
+        Calling it again does nothing.  In a forked child it does nothing at
+        all: the sockets are the parent's.
         """
         with self._close_lock:
             if self._closed.is_set() or self.pid != os.getpid():
@@ -139,8 +170,17 @@ class StackServer:
             except OSError:
                 pass  # the server thread saw _closed first and has gone, closing the reading end
         if threading.current_thread() is not self._thread:
-            self._thread.join(REQUEST_TIMEOUT)
+            self._thread.join(REQUEST_TIMEOUT)  # it never blocks: it only waits in select()
         self._wake_writer.close()
+        with self._answering_lock:
+            for connection in self._answering:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)  # under the lock: its thread cannot have closed it
+                except OSError:
+                    pass
+            answering = list(self._answering.values())
+        for thread in answering:
+            thread.join(REQUEST_TIMEOUT)
 
     def __enter__(self) -> StackServer:
         return self
@@ -161,52 +201,90 @@ class StackServer:
                 selector.register(self._listener, selectors.EVENT_READ)
                 selector.register(self._wake_reader, selectors.EVENT_READ)
                 while not self._closed.is_set():
-                    if any(key.fileobj is self._wake_reader for key, _ in selector.select()):
-                        return
-                    self._accept()
+                    for key, _ in selector.select(self._until_next_deadline()):
+                        if key.fileobj is self._wake_reader:
+                            return
+                        if key.fileobj is self._listener:
+                            self._accept(selector)
+                        else:
+                            self._read(selector, key.data)
+                    self._drop_late(selector)
         finally:
+            for arriving in self._arriving.values():
+                arriving.connection.close()
+            self._arriving.clear()
             self._listener.close()
             self._wake_reader.close()
 
-    def _accept(self) -> None:
+    def _until_next_deadline(self) -> Optional[float]:
+        oldest = next(iter(self._arriving.values()), None)
+        return None if oldest is None else max(0.0, oldest.deadline - time.monotonic())
+
+    def _drop_late(self, selector: selectors.BaseSelector) -> None:
+        now = time.monotonic()
+        late = [arriving for arriving in self._arriving.values() if arriving.deadline <= now]
+        for arriving in late:
+            self._forget(selector, arriving).close()  # too slow: nobody waits for an answer
+
+    def _forget(self, selector: selectors.BaseSelector, arriving: _Arriving) -> socket.socket:
+        selector.unregister(arriving.connection)
+        del self._arriving[arriving.connection]
+        return arriving.connection
+
+    def _accept(self, selector: selectors.BaseSelector) -> None:
         try:
             connection, _ = self._listener.accept()
         except OSError:
             return  # the client gave up between select() and accept()
-        if self._slots.acquire(blocking=False):
-            start_helper(functools.partial(self._handle, connection), "leakcheck-stack-request")
-        else:
-            self._refuse(connection)
+        connection.setblocking(False)
+        if len(self._arriving) >= MAX_ARRIVING:
+            self._forget(selector, next(iter(self._arriving.values()))).close()
+        arriving = _Arriving(connection, time.monotonic() + REQUEST_TIMEOUT)
+        self._arriving[connection] = arriving
+        selector.register(connection, selectors.EVENT_READ, arriving)
 
-    def _refuse(self, connection: socket.socket) -> None:
-        with connection:
-            try:
-                connection.settimeout(0.5)
-                connection.sendall(_encode(error(503, "Service Unavailable", "too many requests at once"), "GET"))
-            except OSError:
-                pass
-
-    def _handle(self, connection: socket.socket) -> None:
+    def _read(self, selector: selectors.BaseSelector, arriving: _Arriving) -> None:
         try:
-            with connection:
-                stream = _RequestReader(connection, REQUEST_TIMEOUT)
-                method = "GET"
-                try:
-                    request = _read_request(stream)
-                except (OSError, ValueError):  # a timeout, a reset: nobody to answer
-                    return
-                if request is None:
-                    return
-                if isinstance(request, Response):
-                    response = request
-                else:
-                    method, target, headers = request
-                    response = _answer(method, _query_of(target), headers, self._token)
-                try:
-                    connection.sendall(_encode(response, method))
-                except OSError:
-                    pass
+            chunk = arriving.connection.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""  # reset by the client: like an end
+        if chunk:
+            request = arriving.feed(chunk)
+            if request is None:
+                return
+        elif arriving.started:
+            request = error(400, "Bad Request", "the request ends before the blank line after the headers")
+        else:
+            self._forget(selector, arriving).close()  # connected and left without a word
+            return
+        connection = self._forget(selector, arriving)
+        if isinstance(request, Response):
+            _send_short(connection, request)
+            return
+        method, target, headers = request
+        refused = refusal(method, headers, self._token)
+        if refused is not None:
+            _send_short(connection, refused)
+        elif not self._slots.acquire(blocking=False):
+            _send_short(connection, error(503, "Service Unavailable", "too many requests at once"))
+        else:
+            with self._answering_lock:
+                answer = functools.partial(self._send_stacks, connection, method, _query_of(target))
+                self._answering[connection] = start_helper(answer, "leakcheck-stack-request")
+
+    def _send_stacks(self, connection: socket.socket, method: str, query: str) -> None:
+        try:
+            response = _never_raising(lambda: answer_query(query))
+            connection.settimeout(WRITE_TIMEOUT)
+            connection.sendall(_encode(response, method))
+        except OSError:
+            pass  # the client has gone, or close() cut the connection
         finally:
+            with self._answering_lock:
+                del self._answering[connection]
+            connection.close()
             self._slots.release()
 
 
@@ -215,9 +293,9 @@ def _query_of(target: str) -> str:
     return target.partition("?")[2].partition("#")[0]
 
 
-def _answer(method: str, query: str, headers: Mapping[str, str], token: Optional[bytes]) -> Response:
+def _never_raising(answering: Callable[[], Response]) -> Response:
     try:
-        return respond(method, query, headers, token)
+        return answering()
     except Exception as problem:  # a bug of leakcheck's must not stop the endpoint, nor reach the host app
         return error(500, "Internal Server Error", type(problem).__name__)
 
@@ -262,7 +340,8 @@ def wsgi_app(environ: Mapping[str, Any], start_response: StartResponse) -> Itera
     """
     method = str(environ.get("REQUEST_METHOD", "GET"))
     headers = {"authorization": str(environ.get("HTTP_AUTHORIZATION", ""))}
-    response = _answer(method, str(environ.get("QUERY_STRING", "")), headers, None)
+    query = str(environ.get("QUERY_STRING", ""))
+    response = _never_raising(lambda: respond(method, query, headers, None))
     start_response(f"{response.status} {response.reason}", response.headers)
     return [] if method == "HEAD" else [response.body]
 
@@ -294,7 +373,7 @@ async def asgi_app(scope: Dict[str, Any], receive: Receive, send: Send) -> None:
     headers: Dict[str, str] = {}
     for name, value in scope.get("headers", []):
         headers[bytes(name).decode("latin-1").lower()] = bytes(value).decode("latin-1")
-    response = _answer(method, query, headers, None)
+    response = _never_raising(lambda: respond(method, query, headers, None))
     encoded: List[Tuple[bytes, bytes]] = [
         (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in response.headers
     ]

@@ -71,6 +71,19 @@ def executor_of(thread: threading.Thread) -> Optional[Any]:
     return reference() if isinstance(reference, weakref.ref) else None
 
 
+_POOL_WORKER_LOOP = "concurrent.futures.thread._worker"
+
+
+def waits_for_work(info: ThreadInfo) -> bool:
+    """Whether the described thread is a ``ThreadPoolExecutor`` worker waiting for a job.
+
+    Its innermost shown frame is then the worker loop itself (the queue's
+    frames are the standard library's); a worker running a job shows the
+    job's frames below it.
+    """
+    return bool(info.frames) and info.frames[-1].function == _POOL_WORKER_LOOP
+
+
 class ThreadProbe:
     option = "threads"
 

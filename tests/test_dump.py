@@ -12,19 +12,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from leakcheck import Frame, Snapshot, TaskInfo, ThreadInfo, parse_dump, snapshot
-from leakcheck._model import format_frames
+from leakcheck._model import format_frames, task_stack
 
-# -- strategies: any name survives; file names and source lines only lack line breaks
+# -- strategies: any text anywhere; odd text is escaped in the dump and reads back exactly
 
-ONE_LINE = st.text(st.characters(blacklist_characters="\n\r"), max_size=30)
+ANY_TEXT = st.text(max_size=30)
 QUALNAME = st.from_regex(r"[A-Za-z_<>][A-Za-z0-9_.<>]{0,30}", fullmatch=True)
+# Mostly the usual, sometimes the crafted: a line break, a fake frame, a bracket, quotes, a leading backslash.
+AWKWARD = st.sampled_from(['x\n  File "y", line 1, in z', "a]b", "\\n", " padded ", "", '"', "\x85", "\u2028"])
+NAME_LIKE = QUALNAME | ANY_TEXT | AWKWARD
 IDENT = st.integers(min_value=0, max_value=2**64)
 
 
 @st.composite
 def frames(draw: st.DrawFn) -> tuple:
     return tuple(
-        Frame(draw(ONE_LINE), draw(st.integers(0, 10**6)), draw(QUALNAME), draw(ONE_LINE).strip())
+        Frame(draw(NAME_LIKE), draw(st.integers(0, 10**6)), draw(NAME_LIKE), draw(NAME_LIKE))
         for _ in range(draw(st.integers(0, 4)))
     )
 
@@ -45,16 +48,16 @@ def thread_infos(draw: st.DrawFn) -> ThreadInfo:
 @st.composite
 def task_infos(draw: st.DrawFn) -> TaskInfo:
     stack = draw(frames())
-    awaiting = draw(st.sampled_from(["", "Future", "Task 'other'", "Event.wait()"]))
+    awaiting = draw(st.sampled_from(["", "Future", "Task 'other'", "Event.wait()"]) | NAME_LIKE)
     return TaskInfo(
         id=draw(IDENT),
         name=draw(st.text(max_size=20)),
-        coro=draw(QUALNAME),
-        state=draw(st.sampled_from(["pending", "cancelling", "done"])),
+        coro=draw(NAME_LIKE),
+        state=draw(st.sampled_from(["pending", "cancelling", "done"]) | NAME_LIKE),
         thread_ident=draw(st.none() | IDENT),
         frames=stack,
         awaiting=awaiting,
-        stack=format_frames(stack) + (f"  Awaiting {awaiting}\n" if awaiting else ""),
+        stack=task_stack(stack, awaiting),
     )
 
 
@@ -97,6 +100,46 @@ def test_a_live_snapshot_with_awkward_names_reads_back(monkeypatch):
     assert set(names) <= {info.name for info in parsed.threads}
     follower = next(info for info in parsed.threads if info.name == "log-follower")
     assert any(frame.function == "helpers.park" for frame in follower.frames)
+
+
+def test_a_crafted_function_name_cannot_pass_for_more_frames():
+    fake = 'follow_logs\n  File "/srv/app.py", line 7, in app.innocent\n    pass'
+    started, release = threading.Event(), threading.Event()
+
+    def wait() -> None:
+        started.set()
+        release.wait()
+
+    wait.__code__ = wait.__code__.replace(co_name=fake)
+    wait.__qualname__ = fake  # where Python < 3.11 finds the qualified name
+    if hasattr(wait.__code__, "co_qualname"):
+        wait.__code__ = wait.__code__.replace(co_qualname=fake)
+    worker = threading.Thread(target=wait, name="crafted")
+    worker.start()
+    try:
+        started.wait()
+        taken = snapshot()
+    finally:
+        release.set()
+        worker.join()
+    crafted = next(info for info in taken.threads if info.name == "crafted")
+    text = str(taken)
+    assert not any(line.startswith('  File "/srv/app.py"') for line in text.split("\n"))  # stays inside one line
+    parsed = parse_dump(text)
+    assert parsed == taken
+    back = next(info for info in parsed.threads if info.name == "crafted")
+    assert len(back.frames) == len(crafted.frames)
+    assert not any(frame.function == "app.innocent" for frame in back.frames)
+    assert any("follow_logs" in frame.function for frame in back.frames)
+
+
+def test_escaped_text_in_the_dump_is_a_backslash_and_a_literal():
+    frame = Frame('/tmp/odd"name.py', 3, "line\nbreak", "\\leading backslash")
+    assert format_frames((frame,)) == (
+        "  File \\'/tmp/odd\"name.py', line 3, in \\'line\\nbreak'\n    \\'\\\\leading backslash'\n"
+    )
+    plain = Frame("C:\\src\\app.py", 3, "app.main", 'print("a\\n")')
+    assert format_frames((plain,)) == '  File "C:\\src\\app.py", line 3, in app.main\n    print("a\\n")\n'
 
 
 def test_a_live_snapshot_with_a_task_reads_back_in_both_forms():

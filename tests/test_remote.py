@@ -232,8 +232,8 @@ def test_start_agent_in_this_process_is_idempotent_and_serves_it():
 
 
 def test_the_agent_refuses_a_directory_others_can_enter(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    loose = tmp_path / f"leakcheck-{os.getuid()}"
+    loose = tmp_path / "agents"
+    monkeypatch.setenv("LEAKCHECK_AGENT_DIR", str(loose))
     loose.mkdir(mode=0o755)
     loose.chmod(0o755)
     from leakcheck import _agent

@@ -162,3 +162,40 @@ def test_usage_errors_exit_2(args, message):
     result = subprocess.run([sys.executable, "-m", "leakcheck", *args], capture_output=True, text=True, check=False)
     assert result.returncode == 2
     assert message in result.stderr.strip().splitlines()[-1]
+
+
+def test_idle_workers_of_a_kept_thread_pool_are_not_reported(tmp_path):
+    # At exit, concurrent.futures tells idle workers to stop: they keep nothing alive.
+    result = run(
+        tmp_path,
+        """
+        import concurrent.futures
+        POOL = concurrent.futures.ThreadPoolExecutor(3, thread_name_prefix="idle-pool")
+        print(sum(POOL.map(abs, [-1, -2, -3])), flush=True)
+        """,
+        "--fail",
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "6\n", "")
+
+
+def test_a_pool_worker_still_running_a_job_is_reported_with_the_job(tmp_path):
+    result = run(
+        tmp_path,
+        """
+        import concurrent.futures, threading
+
+        def follow_logs(never):
+            never.wait()
+
+        POOL = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="busy-pool")
+        POOL.submit(follow_logs, threading.Event())
+        POOL.submit(abs, -1).result()  # the other worker falls idle, and is not reported
+        """,
+        "--fail",
+        "--timeout",
+        "0.1",
+    )
+    assert result.returncode == 1
+    assert "1 non-daemon thread keeps the process alive" in result.stderr
+    assert "Thread 'busy-pool_" in result.stderr
+    assert "in __main__.follow_logs" in result.stderr and "never.wait()" in result.stderr

@@ -39,6 +39,7 @@ from leakcheck import (
     snapshot,
     wsgi_app,
 )
+from leakcheck._server import MAX_ARRIVING
 
 # Culprit names live in constants, never as literals in a test's own lines: the
 # test's source lines appear in MainThread's stack, and ?match= would find them there.
@@ -601,18 +602,102 @@ def test_leaving_the_with_block_closes() -> None:
         socket.create_connection(address, timeout=2).close()
 
 
-def test_at_capacity_a_client_gets_503_then_service_resumes(server: StackServer) -> None:
-    idle = [socket.create_connection((server.host, server.port), timeout=TIMEOUT) for _ in range(8)]
+def _blocked_answers(monkeypatch: pytest.MonkeyPatch) -> Tuple[threading.Event, threading.Semaphore]:
+    """Make every answer wait for the returned event; the semaphore counts answers that began."""
+    release, began = threading.Event(), threading.Semaphore(0)
+    real = leakcheck._server.answer_query
+
+    def blocked(query: str):
+        began.release()
+        release.wait(TIMEOUT)
+        return real(query)
+
+    monkeypatch.setattr(leakcheck._server, "answer_query", blocked)
+    return release, began
+
+
+def test_at_capacity_a_client_gets_503_then_service_resumes(
+    server: StackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release, began = _blocked_answers(monkeypatch)
+    busy = [socket.create_connection((server.host, server.port), timeout=TIMEOUT) for _ in range(8)]
     try:
-        raw = exchange(server.host, server.port, b"GET / HTTP/1.1\r\n\r\n")
-        status, _, body = split_response(raw)
+        for connection in busy:
+            connection.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        for _ in busy:
+            assert began.acquire(timeout=TIMEOUT)  # all 8 slots are taken
+        status, _, body = split_response(exchange(server.host, server.port, b"GET / HTTP/1.1\r\n\r\n"))
         assert status == 503
         assert b"leakcheck snapshot" not in body
     finally:
-        for connection in idle:
+        release.set()
+        for connection in busy:
             connection.close()
     answers: List[int] = []
     assert wait_until(lambda: answers.append(fetch(server.url)[0]) or answers[-1] == 200), answers
+
+
+def test_silent_clients_take_no_slot(server: StackServer) -> None:
+    idle = [socket.create_connection((server.host, server.port), timeout=TIMEOUT) for _ in range(20)]
+    try:
+        assert fetch(server.url)[0] == 200  # 20 connections that say nothing hold none of the 8 slots
+    finally:
+        for connection in idle:
+            connection.close()
+
+
+def test_clients_without_the_token_take_no_slot() -> None:
+    with serve_stacks(token="s3cret") as running:
+        idle = [socket.create_connection((running.host, running.port), timeout=TIMEOUT) for _ in range(20)]
+        try:
+            for connection in idle:  # a head that never ends, from a client without the token
+                connection.sendall(b"GET / HTTP/1.1\r\nX-Slow: 1\r\n")
+            status, _, body = fetch(running.url, headers={"Authorization": "Bearer s3cret"})
+            assert status == 200 and b"leakcheck snapshot" in body
+            refused = exchange(running.host, running.port, b"GET / HTTP/1.1\r\nAuthorization: Bearer no\r\n\r\n")
+            assert split_response(refused)[0] == 401
+        finally:
+            for connection in idle:
+                connection.close()
+
+
+def test_beyond_the_arriving_limit_the_oldest_silent_client_is_dropped(
+    server: StackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(leakcheck._server, "REQUEST_TIMEOUT", 60.0)  # only the limit can drop it within our wait
+    first = socket.create_connection((server.host, server.port), timeout=TIMEOUT)
+    first.sendall(b"GET / HTTP/1.1\r\n")  # once the server has read this, it knows the connection
+    assert wait_until(lambda: len(server._arriving) == 1)
+    others = [socket.create_connection((server.host, server.port), timeout=TIMEOUT) for _ in range(MAX_ARRIVING)]
+    try:
+        assert first.recv(100) == b""  # dropped to admit the newest
+        assert fetch(server.url)[0] == 200
+    finally:
+        first.close()
+        for connection in others:
+            connection.close()
+
+
+def test_close_cuts_the_answers_under_way_and_waits_for_their_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    release, began = _blocked_answers(monkeypatch)
+    running = serve_stacks()
+    client = socket.create_connection((running.host, running.port), timeout=TIMEOUT)
+    try:
+        client.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        assert began.acquire(timeout=TIMEOUT)
+        answering = [t for t in threading.enumerate() if t.name == "leakcheck-stack-request"]
+        assert answering
+        closer = threading.Thread(target=running.close)
+        closer.start()
+        assert client.recv(65536) == b""  # close() cut the connection before any answer was sent
+        release.set()  # the answer now goes into a cut connection, and its thread ends
+        closer.join(TIMEOUT)
+        assert not closer.is_alive()
+        assert not [t for t in answering if t.is_alive()]  # close() returned after the request threads ended
+    finally:
+        release.set()
+        client.close()
+        running.close()
 
 
 def test_a_silent_client_is_dropped_after_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
