@@ -410,10 +410,10 @@ def serve(handler_class: Type[LogHandlerBase], port: int) -> int:
     """Serve until interrupted or terminated, then release every handler and shut down."""
     server = LogServer(handler_class, port=port)
     kind = "fixed" if handler_class is FixedLogHandler else "leaky"
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # before the URL is out: a client may terminate us at once
     print(
         f"serving {server.url}/logs?follow=1 with the {kind} handler; stacks at {server.url}{STACKS_PATH}", flush=True
     )
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         server.httpd.serve_forever()
     except KeyboardInterrupt:
