@@ -7,6 +7,8 @@ locals of the code it describes.
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any, ClassVar, Dict, NamedTuple, Optional, Tuple, Type, TypeVar, Union
 
 _R = TypeVar("_R", bound="_Record")
@@ -95,13 +97,16 @@ def _escaped(text: str) -> str:
 
 def format_frames(frames: Tuple[Frame, ...]) -> str:
     """Render frames the way a traceback does, innermost last; odd names are escaped (see :func:`shown`)."""
-    parts = []
-    for frame in frames:
-        filename = f'"{frame.filename}"' if _plain(frame.filename, '"') else _escaped(frame.filename)
-        parts.append(f"  File {filename}, line {frame.lineno}, in {shown(frame.function)}\n")
-        if frame.line:
-            parts.append(f"    {shown(frame.line)}\n")
-    return "".join(parts)
+    return "".join(map(_frame_text, frames))
+
+
+@functools.lru_cache(maxsize=4096)
+def _frame_text(frame: Frame) -> str:
+    # Cached: the same frames recur in every thread of a pool and in every snapshot, and checking
+    # that each name is plain costs three times as much as formatting the line.
+    filename = f'"{frame.filename}"' if _plain(frame.filename, '"') else _escaped(frame.filename)
+    text = f"  File {filename}, line {frame.lineno}, in {shown(frame.function)}\n"
+    return f"{text}    {shown(frame.line)}\n" if frame.line else text
 
 
 class ThreadInfo(_Record):
