@@ -8,7 +8,6 @@ locals of the code it describes.
 from __future__ import annotations
 
 import functools
-
 from typing import Any, ClassVar, Dict, NamedTuple, Optional, Tuple, Type, TypeVar, Union
 
 _R = TypeVar("_R", bound="_Record")
