@@ -25,24 +25,14 @@ DIRECTORY_VARIABLE = "LEAKCHECK_AGENT_DIR"
 
 
 def agent_directory() -> str:
-    """The private per-user directory of agent sockets.
+    """The private per-user directory of agent sockets: ``$LEAKCHECK_AGENT_DIR``, or ``/tmp/leakcheck-<uid>``.
 
-    ``$LEAKCHECK_AGENT_DIR`` when set; otherwise ``/run/user/<uid>/leakcheck``
-    when the system gives the user that runtime directory, else
-    ``/tmp/leakcheck-<uid>``.  The default depends on nothing in the
-    environment, so a CLI started from cron, ``sudo -u`` or another shell
-    finds the agent of a process started elsewhere.
+    The default is one fixed place, whatever the environment: not
+    ``$TMPDIR`` or ``$XDG_RUNTIME_DIR``, which a CLI started from cron or
+    ``sudo -u`` may not share, and not ``/run/user/<uid>``, which appears at
+    login and is removed at logout, under a running agent.
     """
-    chosen = os.environ.get(DIRECTORY_VARIABLE)
-    if chosen:
-        return chosen
-    uid = os.getuid()
-    runtime = f"/run/user/{uid}"
-    try:
-        owned = os.stat(runtime).st_uid == uid
-    except OSError:
-        owned = False
-    return os.path.join(runtime, "leakcheck") if owned else f"/tmp/leakcheck-{uid}"
+    return os.environ.get(DIRECTORY_VARIABLE) or f"/tmp/leakcheck-{os.getuid()}"
 
 
 def socket_path(pid: int) -> str:
@@ -50,21 +40,22 @@ def socket_path(pid: int) -> str:
     return os.path.join(agent_directory(), f"{pid}.sock")
 
 
-def _alive(pid: int) -> bool:
+def _process(pid: int) -> str:
+    """``"gone"``, ``"mine"``, or ``"another user's"``: whether ``pid`` runs, and as whom."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
+    except (ProcessLookupError, OverflowError):
+        return "gone"
     except PermissionError:
-        return True  # someone else's process: alive
-    return True
+        return "another user's"
+    return "mine"
 
 
 def _remove_stale_sockets(directory: str) -> None:
     # A process killed by SIGKILL never removes its socket; without this they would pile up.
     for name in os.listdir(directory):
         stem, dot, suffix = name.partition(".")
-        if dot and suffix == "sock" and stem.isdigit() and not _alive(int(stem)):
+        if dot and suffix == "sock" and stem.isdigit() and _process(int(stem)) == "gone":
             try:
                 os.unlink(os.path.join(directory, name))
             except OSError:
@@ -73,22 +64,33 @@ def _remove_stale_sockets(directory: str) -> None:
 
 def agent_socket(pid: int) -> str:
     """The socket of the agent of ``pid``; ``OSError`` saying why when there is none to connect to."""
-    path = socket_path(pid)
-    if not _alive(pid):
+    running = _process(pid)
+    if running == "gone":
         raise ProcessLookupError(f"no process has pid {pid}")
+    if running != "mine":
+        raise PermissionError(f"pid {pid} is another user's process: only its own user can read its agent")
+    # A socket in a directory that is not private could be anyone's, answering with forged stacks.
+    path = os.path.join(_check_private(agent_directory()), f"{pid}.sock")
     if not os.path.exists(path):
         raise ConnectionRefusedError(f"no leakcheck agent for pid {pid} at {path}: call leakcheck.start_agent() there")
     return path
 
 
-def _private_directory() -> str:
-    directory = agent_directory()
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    status = os.lstat(directory)
-    # Someone else's directory, a symlink or a loose mode would let others read the stacks.
+def _check_private(directory: str) -> str:
+    try:
+        status = os.lstat(directory)
+    except FileNotFoundError:
+        return directory  # nothing in it to trust or distrust
+    # Someone else's directory, a symlink or a loose mode would let others read the stacks, or plant sockets.
     if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.getuid() or status.st_mode & 0o077:
         raise PermissionError(f"{directory} must be a directory of user {os.getuid()} with mode 0700")
     return directory
+
+
+def _private_directory() -> str:
+    directory = agent_directory()
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    return _check_private(directory)
 
 
 def start_agent() -> str:

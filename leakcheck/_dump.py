@@ -35,6 +35,7 @@ JSON_FORMAT = "leakcheck-snapshot"
 JSON_VERSION = 1
 
 _LITERAL = r"'(?:[^'\\]|\\.)*'" r'|"(?:[^"\\]|\\.)*"'  # a Python string literal, as repr() writes it
+_ONE_LITERAL = re.compile(_LITERAL)
 _STRING = rf"(?P<name>{_LITERAL})"
 _HEAD = re.compile(
     r"leakcheck snapshot of pid (?P<pid>-?\d+) \(taken at (?P<taken_at>[^)]+)\): "
@@ -113,7 +114,7 @@ def _name(found: re.Match[str], lines: _Lines) -> str:
     except (ValueError, SyntaxError):
         name = None
     if not isinstance(name, str):
-        raise lines.error(f"bad name {found['name']}")
+        raise lines.error(f"bad name {found['name'][:80]}")
     return name
 
 
@@ -121,12 +122,14 @@ def _text(field: str, lines: _Lines) -> str:
     """A field as :func:`~leakcheck._model.shown` wrote it: plain, or a backslash and a string literal."""
     if not field.startswith("\\"):
         return field
-    try:
-        text = ast.literal_eval(field[1:])
-    except (ValueError, SyntaxError):
-        text = None
+    text = None
+    if _ONE_LITERAL.fullmatch(field, 1):  # never hand literal_eval anything else: deep expressions crash it
+        try:
+            text = ast.literal_eval(field[1:])
+        except (ValueError, SyntaxError):  # a bad escape such as \x
+            pass
     if not isinstance(text, str):
-        raise lines.error(f"bad escaped text {field}")
+        raise lines.error(f"bad escaped text {field[:80]}")
     return text
 
 
@@ -291,6 +294,8 @@ def from_json(text: Union[str, bytes]) -> Snapshot:
         document = json.loads(text)
     except ValueError as error:  # also bytes that are not UTF-8
         raise ValueError(f"not a leakcheck snapshot: {error}") from None
+    except RecursionError:
+        raise ValueError("not a leakcheck snapshot: nested too deeply") from None
     if not isinstance(document, dict) or document.get("format") != JSON_FORMAT:
         raise ValueError(f'not a leakcheck snapshot: no "format": "{JSON_FORMAT}" in the document')
     if document.get("version") != JSON_VERSION:

@@ -53,6 +53,7 @@ class _Channel:
 
     def _retry(self, operation: Callable[[], _T], blocked_on: int) -> _T:
         while True:
+            self._deadline.remaining()  # also when nothing blocks: a server may flood endless headers
             try:
                 return operation()
             except self._want_read:
@@ -153,13 +154,15 @@ def get(
 ) -> Tuple[int, str, bytes]:
     """``GET target`` from ``(scheme, host, port)``, or over the Unix socket ``unix_path``; status, reason and body.
 
-    The body is cut at ``MAX_BODY + 1`` bytes.  Raises ``socket.timeout``
+    The body is cut at ``MAX_BODY + 1`` bytes.  Name resolution is the
+    system's and is not bounded by the deadline.  Raises ``socket.timeout``
     when the deadline passes, ``OSError`` when the connection fails, and
     ``http.client.HTTPException`` when the answer is not HTTP.
     """
     sock, channel = _open(url_parts, unix_path, deadline)
     with sock:
-        connection = http.client.HTTPConnection(url_parts[1] or "localhost")
+        # The host and port given here are never used: the socket is open, and the Host header is set.
+        connection = http.client.HTTPConnection("localhost", 80)
         connection.sock = cast(socket.socket, channel)  # reads and writes keep the deadline; nothing reconnects
         connection.request("GET", target, headers=headers)
         response = connection.getresponse()

@@ -34,8 +34,11 @@ def check_source(source: object, what: str) -> Source:
         if source <= 0:
             raise ValueError(f"{what}: source must be a positive pid, not {source}")
         return source
-    if urlsplit(source).scheme not in ("http", "https") or not urlsplit(source).netloc:
+    parts = urlsplit(source)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{what}: source must be an http:// or https:// URL, not {source!r}")
+    if "@" in parts.netloc:  # never sent, and it would show in every error message
+        raise ValueError(f"{what}: a URL with a user or password is not supported; use token=")
     return source
 
 
@@ -44,7 +47,7 @@ def _json_target(url: str) -> Tuple[Tuple[str, str, int], str, str]:
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)  # a bad port raises ValueError
     query = "&".join(part for part in (parts.query, "format=json") if part)
-    return (parts.scheme, parts.hostname or "", port), parts.netloc.rpartition("@")[2], f"{parts.path or '/'}?{query}"
+    return (parts.scheme, parts.hostname or "", port), parts.netloc, f"{parts.path or '/'}?{query}"
 
 
 def _from_body(body: bytes, where: str) -> Snapshot:

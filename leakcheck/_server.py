@@ -24,6 +24,7 @@ import selectors
 import socket
 import threading
 import time
+import weakref
 from types import TracebackType
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Type, Union
 
@@ -38,6 +39,8 @@ MAX_ARRIVING = 64
 """Requests that may be arriving at once; beyond this the oldest is dropped."""
 MAX_CONNECTIONS = 8
 """Requests answered at once; beyond this a request gets 503."""
+ACCEPT_PAUSE = 0.1
+"""Seconds to stop accepting after ``accept()`` fails, out of descriptors say."""
 WRITE_TIMEOUT = 30.0
 """Seconds to send one answer: a dump of thousands of threads, over a slow link."""
 
@@ -73,6 +76,12 @@ class _Arriving:
     @property
     def started(self) -> bool:
         return bool(self._lines or self._partial)
+
+    @property
+    def method(self) -> str:
+        """The request's method as far as it has arrived: an error answer to ``HEAD`` has no body either."""
+        first = self._lines[0] if self._lines else self._partial
+        return bytes(first).partition(b" ")[0].decode("latin-1")
 
     def feed(self, chunk: bytes) -> Union[Request, Response, None]:
         """Take the next chunk; the request once its head is complete, an error answer, or ``None`` to read on."""
@@ -120,11 +129,11 @@ def _encode(response: Response, method: str) -> bytes:
     return data if method == "HEAD" else data + response.body
 
 
-def _send_short(connection: socket.socket, response: Response) -> None:
+def _send_short(connection: socket.socket, response: Response, method: str) -> None:
     """Send a short error answer without waiting, and close: it fits in the empty send buffer of a new connection."""
     with connection:
         try:
-            connection.send(_encode(response, "GET"))
+            connection.send(_encode(response, method))
         except OSError:
             pass  # the client has gone
 
@@ -146,6 +155,7 @@ class StackServer:
         self._arriving: Dict[socket.socket, _Arriving] = {}  # oldest first
         self._answering: Dict[socket.socket, threading.Thread] = {}
         self._answering_lock = threading.Lock()
+        self._paused_until: Optional[float] = None  # when accept() failed: when to try it again
         self.url = url
         """Where a GET returns the dump: ``http://host:port/``, or ``unix:PATH`` for the agent."""
         inet = listener.family in (socket.AF_INET, socket.AF_INET6)
@@ -153,6 +163,7 @@ class StackServer:
         self.host: Optional[str] = address[0] if address else None
         self.port: Optional[int] = address[1] if address else None
         self.pid = os.getpid()
+        _close_in_forked_children(self)
         self._thread = start_helper(self._serve, f"leakcheck-stack-server {url}")
 
     def close(self) -> None:
@@ -169,18 +180,28 @@ class StackServer:
                 self._wake_writer.send(b"x")
             except OSError:
                 pass  # the server thread saw _closed first and has gone, closing the reading end
-        if threading.current_thread() is not self._thread:
-            self._thread.join(REQUEST_TIMEOUT)  # it never blocks: it only waits in select()
-        self._wake_writer.close()
-        with self._answering_lock:
+        with self._answering_lock:  # no answer starts after this: _start_answer sees _closed under this lock
             for connection in self._answering:
                 try:
                     connection.shutdown(socket.SHUT_RDWR)  # under the lock: its thread cannot have closed it
                 except OSError:
                     pass
-            answering = list(self._answering.values())
+            answering = [thread for thread in self._answering.values() if thread is not self._thread]
+        if threading.current_thread() is not self._thread:
+            self._thread.join(REQUEST_TIMEOUT)  # it only waits in select(), or answers itself within a deadline
+        self._wake_writer.close()
         for thread in answering:
             thread.join(REQUEST_TIMEOUT)
+
+    def _close_inherited_sockets(self) -> None:
+        """In a forked child: close its copies of the sockets, so that the parent's close() frees the port.
+
+        No thread of the server's exists here, and its locks may have been
+        held at the fork, so nothing is locked: each socket is only closed.
+        """
+        inherited = [self._listener, self._wake_reader, self._wake_writer, *self._arriving, *self._answering]
+        for sock in inherited:
+            sock.close()
 
     def __enter__(self) -> StackServer:
         return self
@@ -201,14 +222,12 @@ class StackServer:
                 selector.register(self._listener, selectors.EVENT_READ)
                 selector.register(self._wake_reader, selectors.EVENT_READ)
                 while not self._closed.is_set():
-                    for key, _ in selector.select(self._until_next_deadline()):
+                    for key, _ in selector.select(self._until_next_event()):
                         if key.fileobj is self._wake_reader:
                             return
-                        if key.fileobj is self._listener:
-                            self._accept(selector)
-                        else:
-                            self._read(selector, key.data)
+                        self._dispatch(selector, key.data)
                     self._drop_late(selector)
+                    self._resume_accepting(selector)
         finally:
             for arriving in self._arriving.values():
                 arriving.connection.close()
@@ -216,9 +235,24 @@ class StackServer:
             self._listener.close()
             self._wake_reader.close()
 
-    def _until_next_deadline(self) -> Optional[float]:
+    def _dispatch(self, selector: selectors.BaseSelector, arriving: Optional[_Arriving]) -> None:
+        try:
+            if arriving is None:
+                self._accept(selector)
+            else:
+                self._read(selector, arriving)
+        except Exception:  # a bug of leakcheck's may cost one connection, never the endpoint
+            if arriving is not None:
+                if arriving.connection in self._arriving:
+                    self._forget(selector, arriving)
+                arriving.connection.close()
+
+    def _until_next_event(self) -> Optional[float]:
         oldest = next(iter(self._arriving.values()), None)
-        return None if oldest is None else max(0.0, oldest.deadline - time.monotonic())
+        waits = [] if oldest is None else [oldest.deadline]
+        if self._paused_until is not None:
+            waits.append(self._paused_until)
+        return max(0.0, min(waits) - time.monotonic()) if waits else None
 
     def _drop_late(self, selector: selectors.BaseSelector) -> None:
         now = time.monotonic()
@@ -234,14 +268,24 @@ class StackServer:
     def _accept(self, selector: selectors.BaseSelector) -> None:
         try:
             connection, _ = self._listener.accept()
-        except OSError:
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return  # the client gave up between select() and accept()
+        except OSError:
+            # Out of descriptors, say: the listener stays readable, and retrying at once would spin.
+            selector.unregister(self._listener)
+            self._paused_until = time.monotonic() + ACCEPT_PAUSE
+            return
         connection.setblocking(False)
         if len(self._arriving) >= MAX_ARRIVING:
             self._forget(selector, next(iter(self._arriving.values()))).close()
         arriving = _Arriving(connection, time.monotonic() + REQUEST_TIMEOUT)
         self._arriving[connection] = arriving
         selector.register(connection, selectors.EVENT_READ, arriving)
+
+    def _resume_accepting(self, selector: selectors.BaseSelector) -> None:
+        if self._paused_until is not None and time.monotonic() >= self._paused_until:
+            self._paused_until = None
+            selector.register(self._listener, selectors.EVENT_READ)
 
     def _read(self, selector: selectors.BaseSelector, arriving: _Arriving) -> None:
         try:
@@ -261,23 +305,38 @@ class StackServer:
             return
         connection = self._forget(selector, arriving)
         if isinstance(request, Response):
-            _send_short(connection, request)
+            _send_short(connection, request, arriving.method)
             return
         method, target, headers = request
         refused = refusal(method, headers, self._token)
         if refused is not None:
-            _send_short(connection, refused)
+            _send_short(connection, refused, method)
         elif not self._slots.acquire(blocking=False):
-            _send_short(connection, error(503, "Service Unavailable", "too many requests at once"))
+            _send_short(connection, error(503, "Service Unavailable", "too many requests at once"), method)
         else:
-            with self._answering_lock:
-                answer = functools.partial(self._send_stacks, connection, method, _query_of(target))
-                self._answering[connection] = start_helper(answer, "leakcheck-stack-request")
+            self._start_answer(connection, method, _query_of(target))
 
-    def _send_stacks(self, connection: socket.socket, method: str, query: str) -> None:
+    def _start_answer(self, connection: socket.socket, method: str, query: str) -> None:
+        answer = functools.partial(self._send_stacks, connection, method, query)
+        with self._answering_lock:
+            if self._closed.is_set():
+                self._slots.release()
+                connection.close()
+                return
+            try:
+                self._answering[connection] = start_helper(answer, "leakcheck-stack-request")
+                return
+            except RuntimeError:
+                # No thread to be had: out of resources, or Python 3.12+ after the main code has ended
+                # while other threads keep the process alive, just when an agent is wanted most.
+                self._answering[connection] = threading.current_thread()
+        # This thread answers itself, within the request deadline, while arriving requests wait.
+        self._send_stacks(connection, method, query, REQUEST_TIMEOUT)
+
+    def _send_stacks(self, connection: socket.socket, method: str, query: str, timeout: float = WRITE_TIMEOUT) -> None:
         try:
             response = _never_raising(lambda: answer_query(query))
-            connection.settimeout(WRITE_TIMEOUT)
+            connection.settimeout(timeout)
             connection.sendall(_encode(response, method))
         except OSError:
             pass  # the client has gone, or close() cut the connection
@@ -286,6 +345,24 @@ class StackServer:
                 del self._answering[connection]
             connection.close()
             self._slots.release()
+
+
+_servers: weakref.WeakSet[StackServer] = weakref.WeakSet()
+_fork_hook_registered = False
+
+
+def _close_in_forked_children(server: StackServer) -> None:
+    global _fork_hook_registered
+    # Registered with the first server, not at import: importing leakcheck changes nothing.
+    if not _fork_hook_registered and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_close_inherited)
+        _fork_hook_registered = True
+    _servers.add(server)
+
+
+def _close_inherited() -> None:
+    for server in list(_servers):
+        server._close_inherited_sockets()
 
 
 def _query_of(target: str) -> str:

@@ -216,6 +216,8 @@ def test_https_with_an_untrusted_certificate_is_a_remote_error(https_url, monkey
 # -- the agent: where it listens, and what it leaves behind
 
 
+# The main code ends at once, and the follower keeps the process alive: from Python 3.12 on no
+# thread may start then, and the agent must still answer.
 AGENT_CHILD = """
 import sys, threading, leakcheck
 def follow_logs():
@@ -292,3 +294,222 @@ def test_sockets_of_killed_processes_are_removed_when_an_agent_starts(tmp_path, 
         assert unrelated.exists()
     finally:
         _agent.stop_agent()
+
+
+# -- regressions from a second review, one test each
+
+
+def _flood(connection: socket.socket, stop: threading.Event, head: bytes, repeated: bytes) -> None:
+    _read_request(connection)
+    connection.sendall(head)
+    block = repeated * 2000
+    deadline = time.monotonic() + 10  # bounded, should the client never give up
+    while not stop.is_set() and time.monotonic() < deadline:
+        connection.sendall(block)
+
+
+@pytest.mark.parametrize(
+    ("head", "repeated"),
+    [
+        (b"", b"HTTP/1.1 100 Continue\r\n\r\n"),  # http.client skips any number of these
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n", b"X-Trailer: y\r\n"),  # and of trailers
+    ],
+    ids=["continues", "trailers"],
+)
+def test_a_server_flooding_endless_headers_cannot_outlast_the_timeout(scripted, head, repeated):
+    server = scripted(lambda connection, stop: _flood(connection, stop, head, repeated))
+    _assert_gives_up_in_time(f"http://127.0.0.1:{server.port}/")
+
+
+def test_an_ipv6_literal_url_is_fetched():
+    try:
+        with socket.create_connection(("::ffff:127.0.0.1", 9), timeout=1):
+            pass
+    except ConnectionRefusedError:
+        pass  # IPv4-mapped addresses work here
+    except OSError as problem:
+        pytest.skip(f"no IPv4-mapped IPv6 here: {problem}")
+    from leakcheck import serve_stacks
+
+    with serve_stacks() as server:
+        fetched = fetch_snapshot(f"http://[::ffff:127.0.0.1]:{server.port}/", timeout=10)
+    assert "MainThread" in [info.name for info in fetched.threads]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 3.12+: fork() in a process with threads
+def test_closing_in_the_parent_frees_the_port_although_a_forked_child_lives():
+    from leakcheck import serve_stacks
+
+    server = serve_stacks()
+    address = (server.host, server.port)
+    reader, writer = os.pipe()
+    ready_reader, ready_writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child only says it runs, then waits for the parent's word
+        os.close(writer)
+        os.write(ready_writer, b"r")  # after the fork hooks, which closed the child's copies
+        os.read(reader, 1)
+        os._exit(0)
+    os.close(reader)
+    os.close(ready_writer)
+    try:
+        assert os.read(ready_reader, 1) == b"r"
+        server.close()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(address, timeout=5).close()
+    finally:
+        os.close(writer)
+        os.close(ready_reader)
+        os.waitpid(child, 0)
+
+
+def test_a_dump_with_a_crafted_expression_is_a_value_error_not_a_crash():
+    head = "leakcheck snapshot of pid 1 (taken at 1.0): 1 thread, 0 tasks\n\n"
+    thread = "Thread 'x' (ident=1, native_id=None, daemon=False) [running]:\n"
+    from leakcheck import parse_dump
+
+    for function in ["\\" + "+".join(["1"] * 200000), "\\" + "a" + ".b" * 200000, "\\'\\x'", "\\[1]"]:
+        with pytest.raises(ValueError, match="line 4: bad escaped text"):
+            parse_dump(f'{head}{thread}  File "f.py", line 1, in {function}\n')
+
+
+def test_json_nested_too_deeply_is_a_value_error_and_a_remote_error(scripted):
+    from leakcheck import Snapshot
+
+    with pytest.raises(ValueError, match="nested too deeply"):
+        Snapshot.from_json("[" * 100000)
+    body = b'{"format":"leakcheck-snapshot","version":1,"pid":' + b"[" * 100000
+
+    def script(connection: socket.socket, stop: threading.Event) -> None:
+        _read_request(connection)
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    server = scripted(script)
+    with pytest.raises(RemoteError, match="nested too deeply"):
+        fetch_snapshot(f"http://127.0.0.1:{server.port}/", timeout=10)
+
+
+def test_the_agent_directory_is_one_fixed_place(monkeypatch):
+    from leakcheck._agent import agent_directory
+
+    monkeypatch.delenv("LEAKCHECK_AGENT_DIR", raising=False)
+    for variable in ("XDG_RUNTIME_DIR", "TMPDIR"):
+        monkeypatch.setenv(variable, "/somewhere/else")
+    assert agent_directory() == f"/tmp/leakcheck-{os.getuid()}"
+
+
+def test_the_client_refuses_an_agent_directory_that_is_not_private(tmp_path, monkeypatch):
+    loose = tmp_path / "agents"
+    loose.mkdir()
+    loose.chmod(0o755)
+    monkeypatch.setenv("LEAKCHECK_AGENT_DIR", str(loose))
+    planted = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    planted.bind(str(loose / f"{os.getpid()}.sock"))  # anyone able to write here could answer with forged stacks
+    try:
+        with pytest.raises(RemoteError, match="mode 0700"):
+            find_stacks("MainThread", source=os.getpid())
+    finally:
+        planted.close()
+
+
+def test_a_pid_too_large_for_the_system_is_no_process():
+    with pytest.raises(RemoteError, match="no process has pid"):
+        find_stacks("x", source=2**40)
+    result = subprocess.run(
+        [sys.executable, "-m", "leakcheck", "check", str(2**40), "--absent", "x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2 and "no process has pid" in result.stderr
+
+
+def test_a_url_with_a_user_or_password_is_refused():
+    with pytest.raises(ValueError, match="user or password is not supported; use token="):
+        fetch_snapshot("http://alice:s3cret@127.0.0.1:1/")
+    with pytest.raises(ValueError, match="use token=") as raised:
+        find_stacks("x", source="http://alice:s3cret@127.0.0.1:1/")
+    assert "s3cret" not in str(raised.value)
+
+
+def test_an_error_answer_to_head_has_no_body():
+    from leakcheck import serve_stacks
+
+    with serve_stacks(token="s3cret") as server, socket.create_connection((server.host, server.port), 10) as connection:
+        connection.sendall(b"HEAD / HTTP/1.1\r\n\r\n")
+        answer = b""
+        while True:
+            chunk = connection.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401 ")
+    assert body == b""
+
+
+def test_without_a_thread_to_spare_the_server_answers_itself(monkeypatch):
+    import leakcheck._server
+    from leakcheck import serve_stacks
+
+    real = leakcheck._server.start_helper
+    failures = [RuntimeError("can't start new thread")]
+
+    def failing_once(target, name):
+        if failures:
+            raise failures.pop()
+        return real(target, name)
+
+    with serve_stacks() as server:
+        monkeypatch.setattr(leakcheck._server, "start_helper", failing_once)
+        answered_inline = fetch_snapshot(server.url, timeout=10)
+        assert not failures
+        assert "MainThread" in [info.name for info in answered_inline.threads]
+        assert "MainThread" in [info.name for info in fetch_snapshot(server.url, timeout=10).threads]
+        assert "serving" in repr(server)
+
+
+OUT_OF_DESCRIPTORS = """
+import os, resource, socket, sys, threading, time, leakcheck
+server = leakcheck.serve_stacks()
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+hoard = []
+try:
+    while True:
+        hoard.append(socket.socket())
+except OSError:
+    pass
+print(server.port, flush=True)  # only now: a client connecting earlier would be accepted
+sys.stdin.readline()  # a client has connected: accept() now fails with EMFILE
+before = time.process_time()
+threading.Event().wait(1.0)
+print(f"{time.process_time() - before:.3f}", flush=True)
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))  # descriptors to spare at once, before the hoard goes
+for sock in hoard:
+    sock.close()
+sys.stdin.readline()
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs Linux's RLIMIT_NOFILE behaviour")
+def test_out_of_descriptors_the_server_pauses_instead_of_spinning():
+    with subprocess.Popen(
+        [sys.executable, "-c", OUT_OF_DESCRIPTORS], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as child:
+        try:
+            port = int(child.stdout.readline())
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as waiting:
+                waiting.sendall(b"GET /?match=MainThread HTTP/1.1\r\n\r\n")
+                child.stdin.write("\n")
+                child.stdin.flush()
+                cpu = float(child.stdout.readline())
+                assert cpu < 0.5  # spinning on a readable listener would use the whole second
+                answer = waiting.makefile("rb").read()  # descriptors freed: the waiting client is served
+            assert answer.startswith(b"HTTP/1.1 200 ") and b"MainThread" in answer
+        finally:
+            child.stdin.write("\n")
+            child.stdin.close()
+            child.wait(30)
