@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from ._dump import parse_dump
     from ._pytest_plugin import LeakCheckFixture
     from ._remote import RemoteError, fetch_snapshot
-    from ._server import StackServer, asgi_app, serve_stacks, wsgi_app
+    from ._server import StackServer, serve_stacks
     from ._unittest import AsyncLeakCheckTestCase, LeakCheckTestCase
+    from ._web_apps import asgi_app, wsgi_app
 
 __version__ = "0.1.0"
 
@@ -72,8 +73,8 @@ _LAZY = {
     "parse_dump": "_dump",
     "StackServer": "_server",
     "serve_stacks": "_server",
-    "wsgi_app": "_server",
-    "asgi_app": "_server",
+    "wsgi_app": "_web_apps",
+    "asgi_app": "_web_apps",
     "fetch_snapshot": "_remote",
     "RemoteError": "_remote",
     "start_agent": "_agent",

@@ -1,4 +1,4 @@
-"""Serving the stack endpoint: ``serve_stacks()`` and apps to mount in a WSGI or ASGI web app.
+"""Serving the stack endpoint from a server of leakcheck's own: ``serve_stacks()``, and the agent's.
 
 The built-in server is a small HTTP/1.1 server of its own rather than
 ``http.server``, so that its limits are leakcheck's to choose:
@@ -26,9 +26,9 @@ import threading
 import time
 import weakref
 from types import TracebackType
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Type, Union
+from typing import Dict, List, Optional, Tuple, Type, Union
 
-from ._endpoint import Response, answer_query, check_token, error, refusal, respond
+from ._endpoint import Response, answer_query, check_token, error, never_raising, refusal
 from ._threads import start_helper
 
 MAX_LINE = 8192
@@ -335,7 +335,7 @@ class StackServer:
 
     def _send_stacks(self, connection: socket.socket, method: str, query: str, timeout: float = WRITE_TIMEOUT) -> None:
         try:
-            response = _never_raising(lambda: answer_query(query))
+            response = never_raising(lambda: answer_query(query))
             connection.settimeout(timeout)
             connection.sendall(_encode(response, method))
         except OSError:
@@ -370,13 +370,6 @@ def _query_of(target: str) -> str:
     return target.partition("?")[2].partition("#")[0]
 
 
-def _never_raising(answering: Callable[[], Response]) -> Response:
-    try:
-        return answering()
-    except Exception as problem:  # a bug of leakcheck's must not stop the endpoint, nor reach the host app
-        return error(500, "Internal Server Error", type(problem).__name__)
-
-
 def serve_stacks(host: str = "127.0.0.1", port: int = 0, *, token: Optional[str] = None) -> StackServer:
     """Serve the stack endpoint on ``host:port`` (``port=0``: any free port) from a daemon thread.
 
@@ -403,56 +396,3 @@ def serve_stacks(host: str = "127.0.0.1", port: int = 0, *, token: Optional[str]
     bound_host, bound_port = listener.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     return StackServer(listener, secret, f"http://{shown}:{bound_port}/")
-
-
-# -- mounting in an existing web app
-
-StartResponse = Callable[..., Any]
-
-
-def wsgi_app(environ: Mapping[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-    """The stack endpoint as a WSGI application, to mount at any path of a WSGI app (Flask, Django).
-
-    It has no token of its own: mount it behind the app's own authentication.
-    """
-    method = str(environ.get("REQUEST_METHOD", "GET"))
-    headers = {"authorization": str(environ.get("HTTP_AUTHORIZATION", ""))}
-    query = str(environ.get("QUERY_STRING", ""))
-    response = _never_raising(lambda: respond(method, query, headers, None))
-    start_response(f"{response.status} {response.reason}", response.headers)
-    return [] if method == "HEAD" else [response.body]
-
-
-Receive = Callable[[], Awaitable[Dict[str, Any]]]
-Send = Callable[[Dict[str, Any]], Awaitable[None]]
-
-
-async def asgi_app(scope: Dict[str, Any], receive: Receive, send: Send) -> None:
-    """The stack endpoint as an ASGI application, to mount at any path of an ASGI app (FastAPI, Starlette).
-
-    It has no token of its own: mount it behind the app's own authentication.
-    """
-    if scope.get("type") == "lifespan":
-        while True:
-            message = await receive()
-            if message.get("type") == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message.get("type") == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    if scope.get("type") == "websocket":
-        await send({"type": "websocket.close", "code": 1003})
-        return
-    if scope.get("type") != "http":
-        return
-    method = str(scope.get("method", "GET"))
-    query = bytes(scope.get("query_string", b"")).decode("latin-1")
-    headers: Dict[str, str] = {}
-    for name, value in scope.get("headers", []):
-        headers[bytes(name).decode("latin-1").lower()] = bytes(value).decode("latin-1")
-    response = _never_raising(lambda: respond(method, query, headers, None))
-    encoded: List[Tuple[bytes, bytes]] = [
-        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in response.headers
-    ]
-    await send({"type": "http.response.start", "status": response.status, "headers": encoded})
-    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else response.body})
