@@ -26,7 +26,7 @@ import threading
 import time
 import weakref
 from types import TracebackType
-from typing import Dict, List, Optional, Tuple, Type, Union
+from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
 from ._endpoint import Response, answer_query, check_token, error, never_raising, refusal
 from ._threads import start_helper
@@ -145,9 +145,26 @@ class StackServer:
     """
 
     def __init__(self, listener: socket.socket, token: Optional[bytes], url: str) -> None:
-        listener.setblocking(False)
+        """Serve on ``listener``, which the server owns from now on, closing it should anything fail here."""
+        made: List[Any] = [listener]
+        try:
+            listener.setblocking(False)
+            self._wake_reader, self._wake_writer = socket.socketpair()
+            made += [self._wake_reader, self._wake_writer]
+            # selectors, not select.select(): a process with over 1,023 open files gets descriptors it
+            # cannot take.  Made here, not in the server thread, so that running out raises here.
+            self._selector = selectors.DefaultSelector()
+            made.append(self._selector)
+            self._selector.register(listener, selectors.EVENT_READ)
+            self._selector.register(self._wake_reader, selectors.EVENT_READ)
+            self._start(listener, token, url)
+        except BaseException:
+            for resource in made:
+                resource.close()
+            raise
+
+    def _start(self, listener: socket.socket, token: Optional[bytes], url: str) -> None:
         self._listener = listener
-        self._wake_reader, self._wake_writer = socket.socketpair()
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._token = token
         self._closed = threading.Event()
@@ -202,6 +219,7 @@ class StackServer:
         inherited = [self._listener, self._wake_reader, self._wake_writer, *self._arriving, *self._answering]
         for sock in inherited:
             sock.close()
+        self._selector.close()
 
     def __enter__(self) -> StackServer:
         return self
@@ -217,34 +235,31 @@ class StackServer:
 
     def _serve(self) -> None:
         try:
-            # selectors, not select.select(): a process with over 1,023 open files gets descriptors it cannot take
-            with selectors.DefaultSelector() as selector:
-                selector.register(self._listener, selectors.EVENT_READ)
-                selector.register(self._wake_reader, selectors.EVENT_READ)
-                while not self._closed.is_set():
-                    for key, _ in selector.select(self._until_next_event()):
-                        if key.fileobj is self._wake_reader:
-                            return
-                        self._dispatch(selector, key.data)
-                    self._drop_late(selector)
-                    self._resume_accepting(selector)
+            while not self._closed.is_set():
+                for key, _ in self._selector.select(self._until_next_event()):
+                    if key.fileobj is self._wake_reader:
+                        return
+                    self._dispatch(key.data)
+                self._drop_late()
+                self._resume_accepting()
         finally:
+            self._selector.close()
             for arriving in self._arriving.values():
                 arriving.connection.close()
             self._arriving.clear()
             self._listener.close()
             self._wake_reader.close()
 
-    def _dispatch(self, selector: selectors.BaseSelector, arriving: Optional[_Arriving]) -> None:
+    def _dispatch(self, arriving: Optional[_Arriving]) -> None:
         try:
             if arriving is None:
-                self._accept(selector)
+                self._accept()
             else:
-                self._read(selector, arriving)
+                self._read(arriving)
         except Exception:  # a bug of leakcheck's may cost one connection, never the endpoint
             if arriving is not None:
                 if arriving.connection in self._arriving:
-                    self._forget(selector, arriving)
+                    self._forget(arriving)
                 arriving.connection.close()
 
     def _until_next_event(self) -> Optional[float]:
@@ -254,40 +269,40 @@ class StackServer:
             waits.append(self._paused_until)
         return max(0.0, min(waits) - time.monotonic()) if waits else None
 
-    def _drop_late(self, selector: selectors.BaseSelector) -> None:
+    def _drop_late(self) -> None:
         now = time.monotonic()
         late = [arriving for arriving in self._arriving.values() if arriving.deadline <= now]
         for arriving in late:
-            self._forget(selector, arriving).close()  # too slow: nobody waits for an answer
+            self._forget(arriving).close()  # too slow: nobody waits for an answer
 
-    def _forget(self, selector: selectors.BaseSelector, arriving: _Arriving) -> socket.socket:
-        selector.unregister(arriving.connection)
+    def _forget(self, arriving: _Arriving) -> socket.socket:
+        self._selector.unregister(arriving.connection)
         del self._arriving[arriving.connection]
         return arriving.connection
 
-    def _accept(self, selector: selectors.BaseSelector) -> None:
+    def _accept(self) -> None:
         try:
             connection, _ = self._listener.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return  # the client gave up between select() and accept()
         except OSError:
             # Out of descriptors, say: the listener stays readable, and retrying at once would spin.
-            selector.unregister(self._listener)
+            self._selector.unregister(self._listener)
             self._paused_until = time.monotonic() + ACCEPT_PAUSE
             return
         connection.setblocking(False)
         if len(self._arriving) >= MAX_ARRIVING:
-            self._forget(selector, next(iter(self._arriving.values()))).close()
+            self._forget(next(iter(self._arriving.values()))).close()
         arriving = _Arriving(connection, time.monotonic() + REQUEST_TIMEOUT)
         self._arriving[connection] = arriving
-        selector.register(connection, selectors.EVENT_READ, arriving)
+        self._selector.register(connection, selectors.EVENT_READ, arriving)
 
-    def _resume_accepting(self, selector: selectors.BaseSelector) -> None:
+    def _resume_accepting(self) -> None:
         if self._paused_until is not None and time.monotonic() >= self._paused_until:
             self._paused_until = None
-            selector.register(self._listener, selectors.EVENT_READ)
+            self._selector.register(self._listener, selectors.EVENT_READ)
 
-    def _read(self, selector: selectors.BaseSelector, arriving: _Arriving) -> None:
+    def _read(self, arriving: _Arriving) -> None:
         try:
             chunk = arriving.connection.recv(4096)
         except BlockingIOError:
@@ -301,9 +316,9 @@ class StackServer:
         elif arriving.started:
             request = error(400, "Bad Request", "the request ends before the blank line after the headers")
         else:
-            self._forget(selector, arriving).close()  # connected and left without a word
+            self._forget(arriving).close()  # connected and left without a word
             return
-        connection = self._forget(selector, arriving)
+        connection = self._forget(arriving)
         if isinstance(request, Response):
             _send_short(connection, request, arriving.method)
             return
