@@ -39,13 +39,17 @@ def check_source(source: object, what: str) -> Source:
         raise ValueError(f"{what}: source must be an http:// or https:// URL, not {source!r}")
     if "@" in parts.netloc:  # never sent, and it would show in every error message
         raise ValueError(f"{what}: a URL with a user or password is not supported; use token=")
+    try:
+        _ = parts.port  # reading it validates it
+    except ValueError as problem:
+        raise ValueError(f"{what}: bad port in {source!r}: {problem}") from None
     return source
 
 
 def _json_target(url: str) -> Tuple[Tuple[str, str, int], str, str]:
     """``(scheme, host, port)``, the ``Host`` header and the target asking for JSON."""
     parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)  # a bad port raises ValueError
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     query = "&".join(part for part in (parts.query, "format=json") if part)
     return (parts.scheme, parts.hostname or "", port), parts.netloc, f"{parts.path or '/'}?{query}"
 
@@ -71,10 +75,7 @@ def fetch_snapshot(url: str, *, timeout: float = 5.0, token: Optional[str] = Non
 
 
 def _fetch_url(url: str, timeout: float, token: Optional[bytes]) -> Snapshot:
-    try:
-        address, host, target = _json_target(url)
-    except ValueError as problem:
-        raise RemoteError(f"cannot reach {url}: {problem}") from None
+    address, host, target = _json_target(url)
     headers = {"Host": host, "Accept": "application/json"}
     if token is not None:
         headers["Authorization"] = f"Bearer {token.decode('ascii')}"

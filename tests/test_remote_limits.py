@@ -513,3 +513,13 @@ def test_out_of_descriptors_the_server_pauses_instead_of_spinning():
             child.stdin.write("\n")
             child.stdin.close()
             child.wait(30)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/", "http://127.0.0.1:port/"])
+def test_a_bad_port_in_the_url_is_a_value_error_at_once(url):
+    with pytest.raises(ValueError, match="bad port"):
+        fetch_snapshot(url)
+    result = subprocess.run(
+        [sys.executable, "-m", "leakcheck", "stacks", url], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2 and "bad port" in result.stderr
