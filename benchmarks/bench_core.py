@@ -22,12 +22,18 @@ Figures (benchmarks/README.md says what each one means):
    counted during many clean checks (must be 0) and in a leaky check (> 0).
 5. Peers (informational): a pytest-threadleak-style check, and pyleak's checks
    with ``--peers``.
+6. Clean check with tasks: ``with no_leaks(): pass`` with 10 idle threads and
+   100 pending tasks on 2 loops (one running in another thread, one stopped),
+   against the same bare baseline.  Target: <= 8x the baseline.
+   ``benchmarks/bench_versions.py`` runs this figure on several Pythons and
+   compares them (3.14 and later may take at most 2x the 3.13 figure).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import platform
 import statistics
@@ -62,7 +68,9 @@ GRACE_RUNS = 20
 GRACE_DELAY = 0.05
 CAPTURE_CLEAN_CHECKS = 2_000
 PYLEAK_RUNS = 7
-FIGURES = ("1", "2", "3", "4", "5")
+FIGURES = ("1", "2", "3", "4", "5", "6")
+TASK_LOOPS = 2
+TASKS_PER_LOOP = 50
 
 
 # --------------------------------------------------------------------------- results table
@@ -79,6 +87,7 @@ class Row:
         ratio: str = "-",
         target: str = "info",
         ok: Optional[bool] = None,
+        raw: Optional[Dict[str, float]] = None,
     ) -> None:
         self.figure = figure
         self.value = value
@@ -86,6 +95,7 @@ class Row:
         self.ratio = ratio
         self.target = target
         self.ok = ok
+        self.raw = raw or {}  # unrounded figures, for --json
 
     @property
     def status(self) -> str:
@@ -98,11 +108,11 @@ def print_table(rows: Sequence[Row]) -> None:
     headers = ("figure", "value", "baseline", "ratio", "target", "status")
     cells = [(r.figure, r.value, r.baseline, r.ratio, r.target, r.status) for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     print(line)
     print("-" * len(line))
     for c in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+        print("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
 
 
 def us(ns: float) -> str:
@@ -387,6 +397,45 @@ def figure_clean_check(rounds: int) -> List[Row]:
         ),
     ]
     return rows
+
+
+# --------------------------------------------------------------------------- figure 6
+
+
+class StoppedLoop:
+    """An event loop that is not running, holding pending tasks until :meth:`close`."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.loop = asyncio.new_event_loop()
+        self.gate: asyncio.Future[None] = self.loop.create_future()
+        self.tasks = [self.loop.create_task(_idle_task(self.gate)) for _ in range(TASKS_PER_LOOP)]
+        self.loop.run_until_complete(asyncio.sleep(0))  # every task reaches its await, then the loop stops
+
+    def close(self) -> None:
+        import asyncio
+
+        self.gate.set_result(None)
+        self.loop.run_until_complete(asyncio.gather(*self.tasks))
+        self.loop.close()
+
+
+def figure_clean_check_with_tasks(rounds: int) -> List[Row]:
+    running = LoopInThread()
+    running.grow(TASKS_PER_LOOP)
+    stopped = StoppedLoop()
+    try:
+        gc.collect()
+        interleaved_medians({"baseline": bare_baseline, "with": clean_with}, 10)  # warm up both
+        medians = interleaved_medians({"baseline": bare_baseline, "with": clean_with}, rounds)
+    finally:
+        stopped.close()
+        running.close()
+    check, base = medians["with"], medians["baseline"]
+    label = f"6 clean check, {IDLE_THREADS} threads + {TASK_LOOPS * TASKS_PER_LOOP} tasks on {TASK_LOOPS} loops"
+    raw = {"check_ns": check, "baseline_ns": base}
+    return [Row(label, us(check), us(base), times(check / base), "<= 8x", check / base <= 8, raw)]
 
 
 # --------------------------------------------------------------------------- figure 2
@@ -681,15 +730,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--peers", action="store_true", help="also time pyleak's checks, when pyleak is importable")
     parser.add_argument("--rounds", type=int, default=60, help="interleaved batches per clean-check figure")
     parser.add_argument("--figures", default=",".join(FIGURES), help="comma-separated figures to run, e.g. 1,3")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     args = parser.parse_args(argv)
     wanted = {f.strip() for f in args.figures.split(",") if f.strip()}
     if not wanted <= set(FIGURES):
         parser.error(f"--figures takes some of {','.join(FIGURES)}")
 
-    print(
-        f"leakcheck {leakcheck.__version__} core benchmarks: Python {platform.python_version()} "
-        f"({platform.python_implementation()}), {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs"
-    )
+    if not args.json:
+        print(
+            f"leakcheck {leakcheck.__version__} core benchmarks: Python {platform.python_version()} "
+            f"({platform.python_implementation()}), {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs"
+        )
     started = time.perf_counter()
     idle = IdleThreads("bench-idle")
     idle.grow(IDLE_THREADS)
@@ -708,8 +759,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 rows += figure_peers()
             else:
                 rows.append(Row("5 pyleak thread check (documented)", "sleeps 100 ms", target="info (--peers)"))
+        if "6" in wanted:
+            rows += figure_clean_check_with_tasks(args.rounds)
     finally:
         idle.close()
+    if args.json:
+        print(json.dumps({"python": platform.python_version(), "rows": [vars(row) for row in rows]}))
+        return 0
     print_table(rows)
     missed = [row for row in rows if row.ok is False]
     for row in missed:

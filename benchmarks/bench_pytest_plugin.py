@@ -248,7 +248,7 @@ def count_instructions(python: str, root: str, configs: Sequence[Config], scratc
         return int(found.group(1).replace(",", ""))
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        counts = dict(zip((config.key for config in configs), pool.map(count, configs)))
+        counts = dict(zip((config.key for config in configs), pool.map(count, configs), strict=True))
     return counts
 
 
@@ -328,7 +328,7 @@ def ratio(values: Sequence[float], base: Sequence[float]) -> float:
 
 def paired(values: Sequence[float], base: Sequence[float]) -> float:
     """The median of each round's own ratio: drift between rounds cancels out."""
-    return median([x / y for x, y in zip(values, base)])
+    return median([x / y for x, y in zip(values, base, strict=True)])
 
 
 def percent(value: float) -> str:
@@ -337,11 +337,11 @@ def percent(value: float) -> str:
 
 def print_table(headers: Sequence[str], cells: Sequence[Sequence[str]]) -> None:
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
     print(line)
     print("-" * len(line))
     for c in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+        print("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
 
 
 def wall_table(configs: Sequence[Config], tests: int) -> None:

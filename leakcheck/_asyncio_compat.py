@@ -1,15 +1,22 @@
 """Every private asyncio detail leakcheck relies on, in one place.
 
 ``asyncio.all_tasks()`` only sees the running loop of the calling thread, but a
-leak check has to see tasks on every loop in the process.  CPython keeps
-process-wide registries, under names that change between versions:
+leak check has to see tasks on every loop in the process: running in any
+thread, stopped but not closed, or never run at all.  How CPython keeps its
+tasks changes between versions, so the census has one branch per version:
 
-* 3.9 - 3.11: ``asyncio.tasks._all_tasks``, a WeakSet of every task;
-* 3.12 - 3.13: ``asyncio.tasks._scheduled_tasks`` (WeakSet) plus
-  ``asyncio.tasks._eager_tasks`` (a set of eager tasks still in their first step);
-* anything else (3.14 keeps native tasks in per-thread lists): the fallback
-  asks ``asyncio.all_tasks(loop)`` for every loop it can find, i.e. the
-  calling thread's running loop and loops found running on other threads.
+* 3.10 - 3.11: ``asyncio.tasks._all_tasks``, a WeakSet of every task.
+* 3.12 - 3.13: ``asyncio.tasks._scheduled_tasks`` (a WeakSet) plus
+  ``asyncio.tasks._eager_tasks`` (a set of eager tasks still in their first step).
+* 3.14 and later: native tasks live in per-thread linked lists inside the
+  interpreter (``_scheduled_tasks`` still exists, but only tasks that are not
+  native, such as ``_PyTask``, are in it).  The one way to read those lists is
+  ``asyncio.all_tasks(loop)``, one loop at a time, so the census has to know
+  every loop: see :class:`_LoopRegistry`.
+
+A version whose internals are not the ones expected makes every task census
+raise ``RuntimeError`` naming the version: a check must never pass because it
+could not see the tasks.
 
 asyncio itself is never imported here: if the program has not imported it,
 there cannot be any task, and importing leakcheck must stay cheap.
@@ -17,45 +24,269 @@ there cannot be any task, and importing leakcheck must stay cheap.
 
 from __future__ import annotations
 
+import gc
 import sys
+import threading
+import types
+import warnings
 import weakref
-from typing import TYPE_CHECKING, AbstractSet, Any, FrozenSet, Iterable, List, Optional, Set, Tuple
+from itertools import chain
+from typing import TYPE_CHECKING, AbstractSet, Any, Callable, FrozenSet, Iterable, List, Optional, Set, Tuple
 
 if TYPE_CHECKING:
     import asyncio
 
+_VERSION = sys.version_info[:2]
 _EMPTY: FrozenSet[Any] = frozenset()
+_ref = weakref.ref
 
 
-_REGISTRY_NAMES = ("_all_tasks", "_scheduled_tasks", "_eager_tasks")
-_cache: Tuple[Any, Optional[Tuple[Tuple[Any, ...], Tuple[Any, ...]]]] = (None, None)
+class _RegistryCensus:
+    """3.10 - 3.13: the process-wide registries hold every task.
 
-
-def _registries() -> Optional[Tuple[Tuple[Any, ...], Tuple[Any, ...]]]:
-    """The sets behind this version's task registries, looked up once.
-
-    Returns ``(weak, strong)``: the ``data`` sets of the WeakSet registries
-    (sets of weak references) and the plain sets of tasks (eager tasks);
-    both empty before asyncio is imported.  ``None`` means this version has no
-    registry leakcheck knows, and the fallback applies.  The registries are
-    created once, when asyncio is imported, so they can be cached.
+    ``weak`` are the ``data`` sets of WeakSet registries (sets of weak
+    references, so copying one is a single C-level operation that cannot fail
+    when another thread adds a task meanwhile); ``strong`` are plain sets of
+    tasks.
     """
+
+    def __init__(self, weak: Tuple[Set[Any], ...], strong: Tuple[Set[Any], ...]) -> None:
+        self._weak = weak
+        self._strong = strong
+
+    def tokens(self) -> FrozenSet[Any]:
+        weak = self._weak
+        tokens: FrozenSet[Any] = frozenset(weak[0]) if len(weak) == 1 else frozenset().union(*weak)
+        if any(self._strong):
+            tokens = tokens.union(*(_refs(tasks) for tasks in self._strong))
+        return tokens
+
+    def new_tokens(self, before: AbstractSet[Any]) -> AbstractSet[Any]:
+        new: Set[Any] = set()
+        for data in self._weak:
+            if data and not data.issubset(before):  # skip the difference when nothing is new: the common case
+                new.update(data - before)
+        for tasks in self._strong:
+            if tasks:
+                new.update(_refs(tasks) - before)
+        return new or _EMPTY
+
+
+class _LoopRegistry:
+    """3.14+: every event loop alive in the process, so that each can be asked for its tasks.
+
+    It is filled once, when the first census runs with asyncio imported:
+
+    * a ``sys.monitoring`` event (``PY_START``, local to the code of
+      ``BaseEventLoop.__init__``, so nothing else is slowed) adds each loop as
+      it is created from then on;
+    * one scan of the garbage collector's objects adds the loops that already
+      exist.  The event is set up first, so a loop created during the scan is
+      not missed.
+
+    Loops are held weakly, and a closed loop is dropped once it has no task
+    left (a closed loop never gets a new one).  When no ``sys.monitoring``
+    tool id is free, every census scans the garbage collector instead: still
+    exact, but it costs time in proportion to the heap, so a warning says so
+    once.
+    """
+
+    _TOOL_IDS = (4, 3)  # the ids sys.monitoring leaves unassigned; 0-2 and 5 belong to debuggers, coverage, profilers
+
+    def __init__(self) -> None:
+        self._loops: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+        self._lock = threading.Lock()
+        self._installed = False
+        self._tool_id: Optional[int] = None
+
+    def loops(self) -> List[Any]:
+        if not self._installed:
+            self._install()
+        if self._tool_id is None:
+            self._scan_heap()
+        return list(self._loops.values())
+
+    def forget(self, loop: Any) -> None:
+        self._loops.pop(id(loop), None)
+
+    def _add(self, loop: Any) -> None:
+        try:
+            self._loops[id(loop)] = loop
+        except TypeError:  # a loop type without weak references: not a BaseEventLoop, so best effort
+            pass
+
+    def _install(self) -> None:
+        with self._lock:
+            if self._installed:
+                return
+            self._tool_id = self._watch_loop_creation()
+            self._scan_heap()
+            self._installed = True
+        if self._tool_id is None:
+            warnings.warn(
+                "leakcheck: no sys.monitoring tool id is free (3 and 4 are taken), so every task census "
+                "finds event loops by scanning the garbage collector's objects, which is slow",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def _watch_loop_creation(self) -> Optional[int]:
+        monitoring = sys.monitoring  # type: ignore[attr-defined,unused-ignore]
+        init = _base_loop_init()
+        for tool_id in self._TOOL_IDS:
+            if monitoring.get_tool(tool_id) is None:
+                monitoring.use_tool_id(tool_id, "leakcheck")
+                break
+        else:
+            return None
+        add = self._add
+        getframe = sys._getframe
+
+        def loop_created(code: types.CodeType, offset: int) -> None:
+            frame = getframe(1)  # BaseEventLoop.__init__, whose ``self`` is the new loop
+            loop = frame.f_locals.get("self")
+            del frame
+            if loop is not None:
+                add(loop)
+
+        monitoring.register_callback(tool_id, monitoring.events.PY_START, loop_created)
+        monitoring.set_local_events(tool_id, init.__code__, monitoring.events.PY_START)
+        return tool_id
+
+    def _scan_heap(self) -> None:
+        import asyncio
+
+        abstract = asyncio.AbstractEventLoop
+        for obj in gc.get_objects():
+            if issubclass(type(obj), abstract):  # type(), not isinstance(): a mock's __class__ must not count
+                self._add(obj)
+
+
+def _base_loop_init() -> types.FunctionType:
+    import asyncio.base_events
+
+    init = asyncio.base_events.BaseEventLoop.__dict__.get("__init__")
+    if not isinstance(init, types.FunctionType):
+        raise _unrecognised("asyncio.base_events.BaseEventLoop.__init__ is not a plain function")
+    return init
+
+
+class _LoopCensus:
+    """3.14+: ``asyncio.all_tasks(loop)`` for every loop, plus the registries of tasks that are not native."""
+
+    def __init__(
+        self,
+        all_tasks: Callable[[Any], AbstractSet[Any]],
+        registry: _LoopRegistry,
+        weak: Set[Any],
+        strong: Set[Any],
+    ) -> None:
+        self._all_tasks = all_tasks
+        self._registry = registry
+        self._weak = weak  # _scheduled_tasks.data: tasks that are not native (_PyTask, foreign Task types)
+        self._strong = strong  # _eager_tasks: such tasks during their eager first step
+        # The last census, kept so that its weak references stay alive: weakref.ref(task)
+        # then returns the existing reference instead of making one, which bench_core's
+        # figure 6 shows saves about an eighth of a clean check.  Only weak references.
+        self._last: FrozenSet[Any] = _EMPTY
+
+    def _task_sets(self) -> List[AbstractSet[Any]]:
+        """The pending tasks of each known loop that has any."""
+        found: List[AbstractSet[Any]] = []
+        loops = self._registry.loops()
+        running = running_loop()
+        if running is not None and running not in loops:  # a loop type the creation event cannot see (uvloop)
+            loops.append(running)
+        for loop in loops:
+            tasks = self._all_tasks(loop)
+            if tasks:
+                found.append(tasks)
+            elif _is_closed(loop):
+                self._registry.forget(loop)
+        return found
+
+    def tokens(self) -> FrozenSet[Any]:
+        sets = self._task_sets()
+        tokens = frozenset(map(_ref, sets[0] if len(sets) == 1 else chain.from_iterable(sets)))
+        if self._weak:
+            tokens = tokens.union(self._weak)
+        if self._strong:
+            tokens = tokens.union(_refs(self._strong))
+        self._last = tokens
+        return tokens
+
+    def new_tokens(self, before: AbstractSet[Any]) -> AbstractSet[Any]:
+        if not isinstance(before, (set, frozenset)):
+            before = frozenset(before)
+        new: Set[Any] = set()
+        for tasks in self._task_sets():
+            # issuperset() of an iterator stops at the first new task and builds no set:
+            # the common case, nothing new, costs one weak reference lookup per task.
+            if not before.issuperset(map(_ref, tasks)):
+                new.update(map(_ref, tasks))
+        if new:
+            new.difference_update(before)
+        if self._weak and not self._weak.issubset(before):
+            new.update(self._weak - before)
+        if self._strong:
+            new.update(_refs(self._strong) - before)
+        return new or _EMPTY
+
+
+def _is_closed(loop: Any) -> bool:
+    try:
+        return bool(loop.is_closed())
+    except Exception:  # a foreign loop type that misbehaves: keep asking it
+        return False
+
+
+def _refs(tasks: Iterable[Any]) -> Set[Any]:
+    return set(map(_ref, list(tasks)))  # list(): one C-level copy, safe while another thread adds a task
+
+
+def _unrecognised(detail: str) -> RuntimeError:
+    version = ".".join(map(str, sys.version_info[:3]))
+    return RuntimeError(
+        f"leakcheck does not recognise how asyncio keeps its tasks on Python {version} ({detail}), "
+        "so it cannot check tasks; pass tasks=False (--leakcheck-kinds=threads) to check threads only"
+    )
+
+
+def _registry_sets(module: Any, name: str, kind: type) -> Any:
+    registry = getattr(module, name, None)
+    if not isinstance(registry, kind):
+        raise _unrecognised(f"asyncio.tasks.{name} is {type(registry).__name__}, not {kind.__name__}")
+    return registry.data if isinstance(registry, weakref.WeakSet) else registry  # type: ignore[attr-defined]
+
+
+def _census_for(module: Any) -> Any:
+    """The census for this interpreter's ``asyncio.tasks`` module."""
+    if _VERSION < (3, 12):
+        return _RegistryCensus((_registry_sets(module, "_all_tasks", weakref.WeakSet),), ())
+    weak = _registry_sets(module, "_scheduled_tasks", weakref.WeakSet)
+    strong = _registry_sets(module, "_eager_tasks", set)
+    if _VERSION < (3, 14):
+        return _RegistryCensus((weak,), (strong,))
+    all_tasks = getattr(module, "all_tasks", None)
+    if not callable(all_tasks) or not hasattr(sys, "monitoring"):
+        raise _unrecognised("asyncio.all_tasks(loop) or sys.monitoring is missing")
+    _base_loop_init()
+    return _LoopCensus(all_tasks, _LOOPS, weak, strong)
+
+
+_LOOPS = _LoopRegistry()
+_cache: Tuple[Any, Any] = (None, None)
+
+
+def _census() -> Any:
+    """This version's census, chosen once per ``asyncio.tasks`` module (its registries live as long as it)."""
     global _cache
-    module = sys.modules.get("asyncio.tasks")
-    if module is None:
-        return ((), ())
-    cached_module, registries = _cache
+    module = sys.modules["asyncio.tasks"]
+    cached_module, census = _cache
     if cached_module is not module:
-        found = [getattr(module, name) for name in _REGISTRY_NAMES if hasattr(module, name)]
-        weak = tuple(registry.data for registry in found if isinstance(registry, weakref.WeakSet))  # type: ignore[attr-defined]
-        strong = tuple(registry for registry in found if isinstance(registry, set))
-        registries = (weak, strong) if found else None
-        _cache = (module, registries)
-    return registries
-
-
-def _strong_tokens(tasks: Any) -> Set[Any]:
-    return {weakref.ref(task) for task in list(tasks)}  # list(): one C-level copy
+        census = _census_for(module)
+        _cache = (module, census)
+    return census
 
 
 def task_tokens() -> FrozenSet[Any]:
@@ -63,18 +294,11 @@ def task_tokens() -> FrozenSet[Any]:
 
     Weak references compare equal only while both referents are alive and the
     same, so a token of a dead task never matches a new task that happens to
-    reuse its ``id``.  Copying a WeakSet's ``data`` is a single C-level
-    operation, so it cannot fail when another thread adds a task meanwhile.
+    reuse its ``id``.
     """
     if "asyncio.tasks" not in sys.modules:  # asyncio was never imported: there is no task
         return _EMPTY
-    registries = _registries()
-    if registries is None:
-        return frozenset(weakref.ref(task) for task in _fallback_all_tasks())
-    weak, strong = registries
-    tokens: FrozenSet[Any] = frozenset(weak[0]) if len(weak) == 1 else frozenset().union(*weak)
-    if any(strong):
-        tokens = tokens.union(*(_strong_tokens(tasks) for tasks in strong))
+    tokens: FrozenSet[Any] = _census().tokens()
     return tokens
 
 
@@ -82,56 +306,14 @@ def new_task_tokens(before: AbstractSet[Any]) -> AbstractSet[Any]:
     """The tokens of tasks not in ``before``, without copying every registry first."""
     if "asyncio.tasks" not in sys.modules:
         return _EMPTY
-    registries = _registries()
-    if registries is None:
-        return task_tokens() - before
-    weak, strong = registries
-    new: Set[Any] = set()
-    for data in weak:
-        if data and not data.issubset(before):  # skip the difference when nothing is new: the common case
-            new.update(data - before)
-    for tasks in strong:
-        if tasks:
-            new.update(_strong_tokens(tasks) - before)
-    return new or _EMPTY
+    new: AbstractSet[Any] = _census().new_tokens(before)
+    return new
 
 
 def all_tasks() -> List[asyncio.Task[Any]]:
     """Every live, not yet done task of every loop in the process."""
     live = (token() for token in task_tokens())
     return [task for task in live if task is not None and not task.done()]
-
-
-def _fallback_all_tasks() -> List[asyncio.Task[Any]]:
-    import asyncio
-
-    tasks: List[asyncio.Task[Any]] = []
-    for loop in _known_loops():
-        try:
-            tasks.extend(asyncio.all_tasks(loop))
-        except RuntimeError:  # the loop's task set changed under us; skip it
-            continue
-    return tasks
-
-
-def _known_loops() -> Iterable[asyncio.AbstractEventLoop]:
-    import asyncio
-
-    loops = {}
-    running = running_loop()
-    if running is not None:
-        loops[id(running)] = running
-    # A loop running in another thread shows up as ``self`` of its run_forever
-    # frame.  Reading f_locals is harmless here: this fallback serves versions
-    # without the registries (3.14+), where f_locals is a read-only proxy.
-    for frame in list(sys._current_frames().values()):
-        while frame is not None:
-            if frame.f_code.co_name == "run_forever":
-                candidate = frame.f_locals.get("self")
-                if isinstance(candidate, asyncio.AbstractEventLoop):
-                    loops[id(candidate)] = candidate
-            frame = frame.f_back  # type: ignore[assignment]
-    return list(loops.values())
 
 
 def running_loop() -> Optional[asyncio.AbstractEventLoop]:
@@ -172,11 +354,10 @@ def awaited_by(task: asyncio.Task[Any]) -> str:
 def task_state(task: asyncio.Task[Any]) -> str:
     if task.done():
         return "done"
-    cancelling = getattr(task, "cancelling", None)  # 3.11+
-    if callable(cancelling):
-        return "cancelling" if cancelling() else "pending"
-    # Before 3.11, cancelling a task suspended on a future cancels that future
-    # instead of setting _must_cancel.
+    if sys.version_info >= (3, 11):
+        return "cancelling" if task.cancelling() else "pending"
+    # 3.10 has no cancelling(): cancelling a task suspended on a future cancels
+    # that future instead of setting _must_cancel.
     waiter = getattr(task, "_fut_waiter", None)
     if getattr(task, "_must_cancel", False) or (waiter is not None and waiter.cancelled()):
         return "cancelling"

@@ -10,12 +10,7 @@ import logging
 import sys
 import warnings
 from types import TracebackType
-from typing import Any, Callable, Iterable, List, Optional, Tuple, Type, TypeVar, Union, overload
-
-if sys.version_info >= (3, 10):
-    from typing import ParamSpec
-else:  # typing_extensions is slow to import: only where typing lacks ParamSpec
-    from typing_extensions import ParamSpec
+from typing import Any, Callable, Iterable, List, Optional, ParamSpec, Tuple, Type, TypeVar, Union, overload
 
 from ._compare import check_steps, enabled_probes, take_census
 from ._matching import MatcherLike, StackPattern
@@ -57,7 +52,7 @@ def attach_to_error(error: BaseException, text: str) -> None:
     if not isinstance(notes, list):
         notes = []
         try:
-            error.__notes__ = notes  # type: ignore[attr-defined]
+            error.__notes__ = notes  # type: ignore[attr-defined,unused-ignore]
         except AttributeError:  # an exception type without a __dict__
             pass
     notes.append(text)

@@ -67,7 +67,7 @@ def enabled_probes(options: Options) -> Tuple[Probe, ...]:
 
 @functools.cache  # one entry per combination of kinds
 def _probes_for(enabled: Tuple[bool, ...]) -> Tuple[Probe, ...]:
-    return tuple(probe for probe, on in zip(PROBES, enabled) if on)
+    return tuple(probe for probe, on in zip(PROBES, enabled, strict=True) if on)
 
 
 def take_census(probes: Sequence[Probe]) -> Census:
@@ -150,7 +150,7 @@ def _idle_executor_matcher(threads: Sequence[Any]) -> Optional[_IdleExecutorWork
 
 def _not_ignored(probe: Probe, objs: Sequence[Any], matchers: Sequence[MatcherLike]) -> Tuple[List[Any], List[Info]]:
     kept_objs, kept_infos = [], []
-    for obj, info in zip(objs, probe.describe(objs)):
+    for obj, info in zip(objs, probe.describe(objs), strict=True):
         if not is_ignored(info, matchers):
             kept_objs.append(obj)
             kept_infos.append(info)
@@ -163,7 +163,7 @@ def live_described(probes: Sequence[Probe]) -> List[Tuple[Probe, Any, Info]]:
     found: List[Tuple[Probe, Any, Info]] = []
     for probe in probes:
         objs = [obj for obj in probe.live() if obj not in exempt]
-        found.extend((probe, obj, info) for obj, info in zip(objs, probe.describe(objs)))
+        found.extend((probe, obj, info) for obj, info in zip(objs, probe.describe(objs), strict=True))
     return found
 
 
@@ -241,7 +241,7 @@ def check_steps(before: Census, options: Options, probes: Optional[Sequence[Prob
         # Checked and marked in one step: two overlapping checks never both
         # report the same thread or task.
         for probe, (objs, infos) in list(leaked.items()):
-            fresh = [(obj, info) for obj, info in zip(objs, infos) if obj not in _reported]
+            fresh = [(obj, info) for obj, info in zip(objs, infos, strict=True) if obj not in _reported]
             _reported.update(obj for obj, _ in fresh)
             leaked[probe] = ([obj for obj, _ in fresh], [info for _, info in fresh])
     # By kind, not by probe object: a narrower probe (one loop's tasks) reports as its kind.

@@ -37,7 +37,7 @@ class Deadline:
         """Seconds left; raises ``socket.timeout`` when there are none."""
         left = self._end - time.monotonic()
         if left <= 0:
-            raise socket.timeout(f"timed out after {self.timeout:g} s")
+            raise TimeoutError(f"timed out after {self.timeout:g} s")
         return left
 
 

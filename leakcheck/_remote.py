@@ -8,7 +8,6 @@ A source is a URL of a stack endpoint (``serve_stacks()``, or ``wsgi_app`` /
 from __future__ import annotations
 
 import http.client
-import socket
 from typing import Dict, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
@@ -104,7 +103,7 @@ def _exchange(
 ) -> Snapshot:
     try:
         status, reason, body = get(address, target, headers, deadline, unix_path)
-    except socket.timeout:
+    except TimeoutError:
         raise RemoteError(f"{where} did not answer within {deadline.timeout:g} s") from None
     except OSError as problem:
         raise RemoteError(f"cannot reach {where}: {problem}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import re
 import subprocess
 import sys
 import textwrap
@@ -224,58 +225,223 @@ def test_nothing_is_found_and_asyncio_is_not_imported_when_the_program_never_imp
     assert result.stdout.strip() == "ok"
 
 
-# The fallback for interpreters without the registries (3.14 and later)
+# Every kind of loop and task, on every version
 
 
-@pytest.fixture
-def no_registries(monkeypatch):
-    monkeypatch.setattr(compat, "_registries", lambda *args: None)
-
-
-@pytest.mark.asyncio
-async def test_fallback_finds_tasks_on_the_running_loop(no_registries):
-    task = asyncio.create_task(parked_job(), name="fallback-running")
-    await asyncio.sleep(0)
+def test_all_tasks_finds_tasks_on_a_loop_that_never_ran():
+    loop = asyncio.new_event_loop()
     try:
-        assert task in compat._fallback_all_tasks()
+        task = loop.create_task(parked_job(), name="never-ran")
         assert task in compat.all_tasks()
-        assert weakref.ref(task) in compat.task_tokens()
     finally:
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    assert task not in compat.all_tasks()
+        loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+        loop.close()
 
 
-def test_fallback_finds_tasks_on_a_loop_running_in_another_thread(no_registries, loop_in_thread):
-    loop, _ = loop_in_thread
-    task = start_parked_task(loop, "fallback-other-thread")
-    assert compat.running_loop() is None
-    assert task in compat._fallback_all_tasks()
-    assert task in compat.all_tasks()
-    assert weakref.ref(task) in compat.task_tokens()
-
-
-@pytest.mark.asyncio
-async def test_fallback_new_task_tokens_are_the_tasks_created_since_the_census(no_registries):
-    old = asyncio.create_task(parked_job(), name="fallback-old")
-    await asyncio.sleep(0)
+def test_new_task_tokens_finds_a_task_on_a_loop_created_after_the_census():
     before = compat.task_tokens()
-    new = asyncio.create_task(parked_job(), name="fallback-new")
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(parked_job(), name="new-loop")
+        loop.run_until_complete(asyncio.sleep(0))
+        assert weakref.ref(task) in compat.new_task_tokens(before)
+    finally:
+        task.cancel()
+        loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+        loop.close()
+
+
+def test_tasks_of_asyncio_run_and_of_a_task_group_are_seen_from_another_thread():
+    """asyncio.run's main task, and a TaskGroup's child (a plain task on 3.10)."""
+    started = threading.Event()
+    release = threading.Event()
+    names: list[set[str]] = []
+
+    async def child() -> None:
+        started.set()
+        await asyncio.get_running_loop().run_in_executor(None, release.wait)
+
+    async def main() -> None:
+        if sys.version_info < (3, 11):
+            await asyncio.create_task(child(), name="group-child")
+            return
+        async with asyncio.TaskGroup() as group:
+            group.create_task(child(), name="group-child")
+
+    def look() -> None:
+        assert started.wait(10)
+        names.append({task.get_name() for task in compat.all_tasks()})
+        release.set()
+
+    looker = threading.Thread(target=look)
+    looker.start()
+    asyncio.run(main())
+    looker.join(10)
+    assert names and {"group-child"} <= names[0]
+    assert any(name.startswith("Task-") for name in names[0])  # asyncio.run's main task
+
+
+def test_tasks_that_are_not_native_are_seen():
+    """Pure-Python tasks live in asyncio.tasks._scheduled_tasks, even on 3.14+."""
+    loop = asyncio.new_event_loop()
+
+    class SubTask(asyncio.Task):  # type: ignore[type-arg]
+        pass
+
+    try:
+        python_task = asyncio.tasks._PyTask(parked_job(), loop=loop, name="python-task")  # type: ignore[attr-defined]
+        sub_task = SubTask(parked_job(), loop=loop, name="sub-task")
+        loop.run_until_complete(asyncio.sleep(0))
+        assert {python_task, sub_task} <= set(compat.all_tasks())
+    finally:
+        for task in (python_task, sub_task):
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(python_task, sub_task, return_exceptions=True))
+        loop.close()
+
+
+def test_a_closed_loop_with_a_pending_task_is_still_seen():
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(parked_job(), name="on-closed-loop")
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    assert task in compat.all_tasks()
+    task._log_destroy_pending = False  # type: ignore[attr-defined]  # it can never be cancelled now
+
+
+def test_each_version_has_its_own_census():
+    expected = "_RegistryCensus" if sys.version_info < (3, 14) else "_LoopCensus"
+    assert type(compat._census()).__name__ == expected
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-W", "always", "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_loop_made_before_the_first_census_is_seen():
+    """On 3.14+ the first census finds the loops that already exist."""
+    result = run_python(
+        """
+        import asyncio
+        async def parked():
+            await asyncio.get_running_loop().create_future()
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(parked(), name="early")
+        loop.run_until_complete(asyncio.sleep(0))
+        from leakcheck import _asyncio_compat as compat
+        print([t.get_name() for t in compat.all_tasks()])
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['early']"
+
+
+def test_importing_leakcheck_sets_up_nothing():
+    result = run_python(
+        """
+        import asyncio, sys
+        import leakcheck
+        if sys.version_info >= (3, 14):
+            assert all(sys.monitoring.get_tool(i) is None for i in range(6)), "a tool id was taken at import"
+        print("ok")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="the loop registry is the 3.14+ census")
+def test_without_a_free_monitoring_tool_id_the_census_warns_and_is_still_exact():
+    result = run_python(
+        """
+        import asyncio, sys
+        for tool_id in (3, 4):
+            sys.monitoring.use_tool_id(tool_id, "someone else")
+        from leakcheck import _asyncio_compat as compat
+        before = compat.task_tokens()
+        async def parked():
+            await asyncio.get_running_loop().create_future()
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(parked(), name="late")
+        print([t().get_name() for t in compat.new_task_tokens(before)])
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['late']"
+    assert "no sys.monitoring tool id is free" in result.stderr
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="the loop registry is the 3.14+ census")
+def test_closed_loops_without_tasks_are_dropped_from_the_registry():
+    loop = asyncio.new_event_loop()
+    compat.task_tokens()
+    assert loop in compat._LOOPS.loops()
+    loop.close()
+    compat.task_tokens()
+    assert loop not in compat._LOOPS.loops()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("_scheduled_tasks", None), ("_eager_tasks", ["not", "a", "set"])]
+    if sys.version_info >= (3, 12)
+    else [("_all_tasks", None)],
+)
+def test_unrecognised_internals_make_every_census_raise_naming_the_version(monkeypatch, name, value):
+    monkeypatch.setattr(asyncio.tasks, name, value)
+    monkeypatch.setattr(compat, "_cache", (None, None))
+    version = ".".join(map(str, sys.version_info[:3]))
+    for _ in range(2):  # not just the first: a check must never pass because it saw nothing
+        with pytest.raises(RuntimeError, match=rf"Python {re.escape(version)}.*{name}"):
+            compat.task_tokens()
+    monkeypatch.undo()
+    compat._cache = (None, None)
+    compat.task_tokens()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="asyncio.capture_call_graph is new in Python 3.14")
+@pytest.mark.asyncio
+async def test_await_chains_agree_with_capture_call_graph_and_go_further_into_async_generators():
+    from leakcheck._frames import coroutine_frames
+
+    async def middle() -> None:
+        await parked_job()
+
+    async def outer() -> None:
+        await middle()
+
+    async def ticks():  # type: ignore[no-untyped-def]
+        while True:
+            yield await asyncio.get_running_loop().create_future()
+
+    async def consumer() -> None:
+        async for _ in ticks():
+            pass
+
+    chained = asyncio.create_task(outer(), name="chained")
+    looping = asyncio.create_task(consumer(), name="looping")
     await asyncio.sleep(0)
     try:
-        found = compat.new_task_tokens(before)
-        assert weakref.ref(new) in found
-        assert weakref.ref(old) not in found
+        graph = asyncio.capture_call_graph(chained)
+        public = [entry.frame.f_code.co_qualname for entry in reversed(graph.call_stack)]
+        ours = [frame.function.rsplit(".", 1)[-1] for frame in coroutine_frames(chained.get_coro())]
+        assert public[-3:] == [
+            "test_await_chains_agree_with_capture_call_graph_and_go_further_into_async_generators.<locals>.outer",
+            "test_await_chains_agree_with_capture_call_graph_and_go_further_into_async_generators.<locals>.middle",
+            "parked_job",
+        ]
+        assert ours == ["outer", "middle", "parked_job"]
+        public_looping = asyncio.capture_call_graph(looping).call_stack
+        ours_looping = coroutine_frames(looping.get_coro())
+        assert len(public_looping) == 1  # capture_call_graph stops at the async generator
+        assert [frame.function.rsplit(".", 1)[-1] for frame in ours_looping] == ["consumer", "ticks"]
     finally:
-        for task in (old, new):
+        for task in (chained, looping):
             task.cancel()
-        await asyncio.gather(old, new, return_exceptions=True)
-
-
-def test_fallback_finds_nothing_without_any_loop(no_registries):
-    assert compat.all_tasks() == []
-    assert compat.task_tokens() == frozenset()
-
+        await asyncio.gather(chained, looping, return_exceptions=True)
 
 # loop_thread_ident, running_loop, current_task
 

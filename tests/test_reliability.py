@@ -503,11 +503,8 @@ def churn():
         assert not any(thread.is_alive() for thread in background)
 
 
-@pytest.mark.parametrize("registries", ["cpython-registries", "fallback"])
-def test_snapshots_and_checks_while_threads_and_tasks_end(churn, registries, monkeypatch):
+def test_snapshots_and_checks_while_threads_and_tasks_end(churn):
     errors = churn
-    if registries == "fallback":  # what 3.14+ will use: scan the frames of every thread for loops
-        monkeypatch.setattr(_asyncio_compat, "_registries", lambda *args: None)
     baseline = snapshot()
     deadline = time.monotonic() + 1.0
     seen = set()

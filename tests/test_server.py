@@ -945,7 +945,7 @@ def test_asgi_a_question_mark_in_the_path_is_not_a_query() -> None:
 
 @pytest.mark.parametrize("target", [b"/[?format=json", b"/]x?format=json", b"/?format=json#frag"])
 def test_odd_targets_are_answered_from_their_query(server: StackServer, target: bytes) -> None:
-    # urlsplit() raises "Invalid IPv6 URL" for some of these on Python 3.9: the server must not use it.
+    # urlsplit() raises "Invalid IPv6 URL" for some of these in some Python versions: the server must not use it.
     raw = exchange(server.host, server.port, b"GET " + target + b" HTTP/1.1\r\n\r\n")
     status, headers, _ = split_response(raw)
     assert status == 200
