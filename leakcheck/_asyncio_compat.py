@@ -31,7 +31,7 @@ import types
 import warnings
 import weakref
 from itertools import chain
-from typing import TYPE_CHECKING, AbstractSet, Any, Callable, FrozenSet, Iterable, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, AbstractSet, Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 
 if TYPE_CHECKING:
     import asyncio
@@ -94,7 +94,10 @@ class _LoopRegistry:
     _TOOL_IDS = (4, 3)  # the ids sys.monitoring leaves unassigned; 0-2 and 5 belong to debuggers, coverage, profilers
 
     def __init__(self) -> None:
-        self._loops: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+        # id -> weak reference: a plain dict, because loops are added from any thread (where
+        # they are created) while a census lists them, and copying a dict's values is one
+        # C-level step; a WeakValueDictionary's iteration is not safe against that.
+        self._loops: Dict[int, Any] = {}
         self._lock = threading.Lock()
         self._installed = False
         self._tool_id: Optional[int] = None
@@ -104,14 +107,24 @@ class _LoopRegistry:
             self._install()
         if self._tool_id is None:
             self._scan_heap()
-        return list(self._loops.values())
+        live = (ref() for ref in list(self._loops.values()))
+        return [loop for loop in live if loop is not None]
 
     def forget(self, loop: Any) -> None:
         self._loops.pop(id(loop), None)
 
     def _add(self, loop: Any) -> None:
+        key = id(loop)
+        if key in self._loops and self._loops[key]() is loop:
+            return
+        loops = self._loops
+
+        def dropped(ref: Any) -> None:
+            if loops.get(key) is ref:  # not a newer loop that reuses the id
+                loops.pop(key, None)
+
         try:
-            self._loops[id(loop)] = loop
+            loops[key] = weakref.ref(loop, dropped)
         except TypeError:  # a loop type without weak references: not a BaseEventLoop, so best effort
             pass
 

@@ -346,6 +346,48 @@ def test_task_from_run_coroutine_threadsafe_is_reported():
     assert len(excinfo.value.report.tasks) == 1
 
 
+@pytest.mark.parametrize("runs", [True, False], ids=["stopped", "never-ran"])
+def test_task_on_a_loop_made_inside_the_block_and_left_open_is_reported(runs):
+    """On 3.14+ such a loop is known only from its creation: no census ever saw it running."""
+    loop = asyncio.new_event_loop()
+    loop.close()  # a loop made before the block must not stand in for the one made inside
+    try:
+        with pytest.raises(LeakError) as excinfo, no_leaks(timeout=GRACE):
+            loop = asyncio.new_event_loop()
+            task = loop.create_task(tail_forever(), name="left-on-open-loop")
+            if runs:
+                loop.run_until_complete(asyncio.sleep(0))
+        assert "tail_forever" in str(excinfo.value)
+        assert [info.name for info in excinfo.value.report.tasks] == ["left-on-open-loop"]
+    finally:
+        task.cancel()
+        loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+        loop.close()
+
+
+def test_pure_python_task_on_a_loop_made_inside_the_block_is_reported():
+    """Tasks that are not native live in another registry on every version."""
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(LeakError) as excinfo, no_leaks(timeout=GRACE):
+            task = asyncio.tasks._PyTask(tail_forever(), loop=loop, name="python-task")  # type: ignore[attr-defined]
+            loop.run_until_complete(asyncio.sleep(0))
+        assert [info.name for info in excinfo.value.report.tasks] == ["python-task"]
+    finally:
+        task.cancel()
+        loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+        loop.close()
+
+
+def test_asyncio_run_inside_the_block_leaves_nothing_behind():
+    async def main() -> None:
+        await asyncio.create_task(finish_soon(), name="finished-child")
+        asyncio.create_task(tail_forever(), name="cancelled-by-run")  # asyncio.run cancels it
+
+    with no_leaks(timeout=GRACE):  # raises LeakError on a leak
+        asyncio.run(main())
+
+
 def test_task_on_another_loop_finishing_within_grace_is_not_a_leak():
     with loop_in_thread() as loop:
         with no_leaks(timeout=LONG_GRACE):

@@ -471,6 +471,15 @@ async def churn_tasks(stop: threading.Event, running: threading.Event) -> None:
         await asyncio.gather(*(asyncio.create_task(blip_task()) for _ in range(20)))
 
 
+def churn_loops(stop: threading.Event, errors: List[BaseException]) -> None:
+    """Event loops made and closed all the time: on 3.14+ each one joins and leaves the loop registry."""
+    try:
+        while not stop.is_set():
+            asyncio.run(blip_task())
+    except BaseException as error:
+        errors.append(error)
+
+
 def run_task_churn(stop: threading.Event, running: threading.Event, errors: List[BaseException]) -> None:
     try:
         asyncio.run(churn_tasks(stop, running))
@@ -484,12 +493,13 @@ CHURN_GRACE = 10.0
 
 @pytest.fixture
 def churn():
-    """Threads ending and tasks finishing all the time, in two background threads."""
+    """Threads ending, tasks finishing and loops closing all the time, in three background threads."""
     stop, running = threading.Event(), threading.Event()
     errors: List[BaseException] = []
     background = [
         threading.Thread(target=spawn_short_threads, args=(stop, errors), name="spawner"),
         threading.Thread(target=run_task_churn, args=(stop, running, errors), name="task-churn"),
+        threading.Thread(target=churn_loops, args=(stop, errors), name="loop-churn"),
     ]
     for thread in background:
         thread.start()
