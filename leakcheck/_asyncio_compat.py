@@ -204,23 +204,20 @@ class _LoopCensus:
         self._last: FrozenSet[Any] = _EMPTY
 
     def _task_sets(self) -> List[AbstractSet[Any]]:
-        """The pending tasks of each known loop that has any."""
-        found: List[AbstractSet[Any]] = []
+        """The pending tasks of each known loop."""
         loops = self._registry.loops()
         running = running_loop()
         if running is not None and running not in loops:  # a loop type the creation event cannot see (uvloop)
             loops.append(running)
-        for loop in loops:
-            tasks = self._all_tasks(loop)
-            if tasks:
-                found.append(tasks)
-            elif _is_closed(loop):
-                self._registry.forget(loop)
-        return found
+        sets = list(map(self._all_tasks, loops))
+        if not all(sets):
+            for loop, tasks in zip(loops, sets, strict=True):
+                if not tasks and _is_closed(loop):  # a closed loop never gets a task again
+                    self._registry.forget(loop)
+        return sets
 
     def tokens(self) -> FrozenSet[Any]:
-        sets = self._task_sets()
-        tokens = frozenset(map(_ref, sets[0] if len(sets) == 1 else chain.from_iterable(sets)))
+        tokens = frozenset(map(_ref, chain.from_iterable(self._task_sets())))
         if self._weak:
             tokens = tokens.union(self._weak)
         if self._strong:
