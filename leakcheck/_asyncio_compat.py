@@ -61,6 +61,16 @@ class _RegistryCensus:
             tokens = tokens.union(*(_refs(tasks) for tasks in self._strong))
         return tokens
 
+    def loops(self) -> List[Any]:
+        found = {}
+        for token in self.tokens():
+            task = token()
+            if task is not None:
+                loop = _loop_of(task)
+                if loop is not None:
+                    found[id(loop)] = loop
+        return list(found.values())
+
     def new_tokens(self, before: AbstractSet[Any]) -> AbstractSet[Any]:
         new: Set[Any] = set()
         for data in self._weak:
@@ -203,6 +213,9 @@ class _LoopCensus:
         # figure 6 shows saves about an eighth of a clean check.  Only weak references.
         self._last: FrozenSet[Any] = _EMPTY
 
+    def loops(self) -> List[Any]:
+        return self._registry.loops()
+
     def _task_sets(self) -> List[AbstractSet[Any]]:
         """The pending tasks of each known loop."""
         loops = self._registry.loops()
@@ -241,6 +254,13 @@ class _LoopCensus:
         if self._strong:
             new.update(_refs(self._strong) - before)
         return new or _EMPTY
+
+
+def _loop_of(task: Any) -> Any:
+    try:
+        return task.get_loop()
+    except Exception:
+        return None
 
 
 def _is_closed(loop: Any) -> bool:
@@ -320,10 +340,28 @@ def new_task_tokens(before: AbstractSet[Any]) -> AbstractSet[Any]:
     return new
 
 
+def known_loops() -> List[Any]:
+    """Event loops this module knows: every live loop on 3.14+, the loops of live tasks before."""
+    if "asyncio.tasks" not in sys.modules:
+        return []
+    loops: List[Any] = _census().loops()
+    running = running_loop()
+    if running is not None and running not in loops:
+        loops.append(running)
+    return loops
+
+
 def all_tasks() -> List[asyncio.Task[Any]]:
     """Every live, not yet done task of every loop in the process."""
     live = (token() for token in task_tokens())
-    return [task for task in live if task is not None and not task.done()]
+    return [task for task in live if task is not None and not _done(task)]
+
+
+def _done(task: Any) -> bool:
+    try:
+        return bool(task.done())
+    except Exception:  # a Task subclass that misbehaves is still listed, and described as well as it can be
+        return False
 
 
 def running_loop() -> Optional[asyncio.AbstractEventLoop]:
@@ -364,6 +402,8 @@ def awaited_by(task: asyncio.Task[Any]) -> str:
 def task_state(task: asyncio.Task[Any]) -> str:
     if task.done():
         return "done"
+    if _is_closed(task.get_loop()):
+        return "pending, loop closed"  # it can never run again
     if sys.version_info >= (3, 11):
         return "cancelling" if task.cancelling() else "pending"
     # 3.10 has no cancelling(): cancelling a task suspended on a future cancels

@@ -15,20 +15,21 @@ The order of the steps is what makes a check both cheap and fair:
 from __future__ import annotations
 
 import functools
-import sys
+import gc
 import threading
 import time
 import weakref
-from typing import AbstractSet, Any, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from . import _asyncio_compat as compat
-from ._matching import MatcherLike, StackPatterns, global_matchers, is_ignored
+from ._capacity import global_holding, idle_worker_matcher
+from ._matching import MatcherLike, StackPatterns, builtin_ignores, global_matchers, is_ignored
 from ._model import Info, TaskInfo, ThreadInfo
 from ._options import Options
 from ._probes import Census, Probe
 from ._report import LeakReport
-from ._tasks import TaskProbe, cancel
-from ._threads import ThreadProbe, executor_of, waits_for_work
+from ._tasks import TaskProbe, cancel, is_on_closed_loop
+from ._threads import ThreadProbe
 from ._wait import Steps, Wait, backoff_deadlines
 
 THREADS = ThreadProbe()
@@ -99,55 +100,6 @@ def _exempt_objects() -> List[Any]:
     return exempt
 
 
-class _IdleExecutorWorker:
-    """Matches idle workers of long-lived thread pools: capacity, not leaks."""
-
-    def __init__(self, workers: AbstractSet[Any]) -> None:
-        self._workers = workers
-        self._idents = {thread.ident for thread in workers}
-
-    def could_match(self, thread: Any) -> bool:
-        return thread in self._workers
-
-    def __call__(self, info: Info) -> bool:
-        return isinstance(info, ThreadInfo) and info.ident in self._idents and waits_for_work(info)
-
-
-def _held_by_modules(objects: Sequence[Any]) -> List[Any]:
-    """The ``objects`` that some module keeps in a global variable."""
-    wanted = {id(obj): obj for obj in objects}
-    held: Dict[int, Any] = {}
-    for module in list(sys.modules.values()):
-        namespace = getattr(module, "__dict__", None)
-        if isinstance(namespace, dict):
-            for value in list(namespace.values()):
-                if id(value) in wanted and value is wanted[id(value)]:
-                    held[id(value)] = value
-    return list(held.values())
-
-
-def _pool_workers(threads: Sequence[Any]) -> Set[Any]:
-    """The ``threads`` that are workers of a pool which outlives any one check.
-
-    That is the running loop's default executor, and any ``ThreadPoolExecutor``
-    held in a module global: such a pool starts its workers lazily, so its
-    first worker appears in whichever check happens to submit the first job.
-    """
-    loop = compat.running_loop()
-    workers = set(compat.default_executor_threads(loop)) if loop is not None else set()
-    executors = {thread: executor_of(thread) for thread in threads if thread not in workers}
-    candidates = [executor for executor in executors.values() if executor is not None]
-    if candidates:
-        held = {id(executor) for executor in _held_by_modules(candidates)}
-        workers.update(thread for thread, executor in executors.items() if id(executor) in held)
-    return workers
-
-
-def _idle_executor_matcher(threads: Sequence[Any]) -> Optional[_IdleExecutorWorker]:
-    workers = _pool_workers(threads)
-    return _IdleExecutorWorker(workers) if workers else None
-
-
 def _not_ignored(probe: Probe, objs: Sequence[Any], matchers: Sequence[MatcherLike]) -> Tuple[List[Any], List[Info]]:
     kept_objs, kept_infos = [], []
     for obj, info in zip(objs, probe.describe(objs), strict=True):
@@ -191,6 +143,36 @@ def stacks_gone(patterns: StackPatterns, deadline: float) -> Steps[List[Info]]:
     raise AssertionError("unreachable: backoff_deadlines never ends")
 
 
+def _without_garbage_on_closed_loops(
+    leaked: Dict[Probe, Tuple[List[Any], List[Info]]], matchers: Callable[[Probe], Sequence[MatcherLike]]
+) -> Dict[Probe, Tuple[List[Any], List[Info]]]:
+    """Collect garbage once if a leaked task's loop is closed; only the tasks that survive stay leaked.
+
+    asyncio strands tasks on a closed loop in ordinary ways (the other children of a
+    ``gather`` that one failed child ended, ``run_until_complete``'s wrapper after
+    ``loop.stop()``); it marks them as not worth a warning, and only reference cycles
+    keep them, so one collection frees them.  A task something still holds survives
+    and is reported, described again: its state then says the loop is closed.
+    """
+    on_closed = [
+        probe
+        for probe, (objs, _) in leaked.items()
+        if probe.option == "tasks" and any(is_on_closed_loop(task) for task in objs)
+    ]
+    if not on_closed:
+        return leaked
+    weak: Dict[Probe, List[Any]] = {}
+    for probe in on_closed:  # popped from the caller's own dict: no strong reference may stay behind
+        objs, _ = leaked.pop(probe)
+        weak[probe] = [weakref.ref(task) for task in objs]
+        del objs
+    gc.collect()
+    for probe, refs in weak.items():
+        survivors = [task for task in (ref() for ref in refs) if task is not None and probe.is_alive(task)]
+        leaked[probe] = _not_ignored(probe, survivors, matchers(probe))
+    return leaked
+
+
 def check_steps(before: Census, options: Options, probes: Optional[Sequence[Probe]] = None) -> Steps[LeakReport]:
     """Compare now with ``before``; see the module docstring for the order."""
     started = time.monotonic()
@@ -202,20 +184,27 @@ def check_steps(before: Census, options: Options, probes: Optional[Sequence[Prob
     if any(tokens for _, tokens in new_tokens):
         exempt = _exempt_objects()
         for probe, tokens in new_tokens:
-            objs = [obj for obj in probe.resolve(tokens) if obj not in exempt and obj not in _reported]
-            if objs:
-                suspects[probe] = objs
+            found = [obj for obj in probe.resolve(tokens) if obj not in exempt and obj not in _reported]
+            if found:
+                suspects[probe] = found
+        del found, exempt  # hold suspects in `suspects` only: they may be collected as garbage below
     del new_tokens
     if not suspects and not options.forbid:
         return _clean_report(options.timeout)
 
-    matchers: List[MatcherLike] = [*options.ignore, *global_matchers()]
-    idle_worker = _idle_executor_matcher(suspects.get(THREADS, ()))
-    if idle_worker is not None:
-        matchers.append(idle_worker)
-    if matchers:
-        for probe in list(suspects):
-            suspects[probe], _ = _not_ignored(probe, suspects[probe], matchers)
+    common: List[MatcherLike] = [*options.ignore, *global_matchers()]
+    idle_worker = idle_worker_matcher(suspects.get(THREADS, ()))
+    by_kind: Dict[str, List[MatcherLike]] = {  # a kind with no rule is not described before its grace period
+        "threads": [*common, idle_worker] if idle_worker is not None else common,
+        "tasks": [*common, *builtin_ignores()],
+    }
+
+    def matchers(probe: Probe) -> Sequence[MatcherLike]:
+        return by_kind.get(probe.option, common)
+
+    for probe in list(suspects):
+        if matchers(probe):
+            suspects[probe], _ = _not_ignored(probe, suspects[probe], matchers(probe))
     # A busy executor worker never ends, it turns idle (and so ignored): that
     # needs polling, where any other suspect can simply be joined or awaited.
     polling = idle_worker is not None and any(idle_worker.could_match(obj) for obj in suspects.get(THREADS, ()))
@@ -225,13 +214,14 @@ def check_steps(before: Census, options: Options, probes: Optional[Sequence[Prob
         if any(suspects.values()):
             yield Wait(tuple(suspects.items()), slice_deadline, poll=polling)
         leaked = {
-            probe: _not_ignored(probe, [obj for obj in objs if probe.is_alive(obj)], matchers)
+            probe: _not_ignored(probe, [obj for obj in objs if probe.is_alive(obj)], matchers(probe))
             for probe, objs in suspects.items()
         }
         suspects = {probe: objs for probe, (objs, _) in leaked.items() if objs}
         if not suspects or time.monotonic() >= deadline:
             break
     del suspects
+    leaked = _without_garbage_on_closed_loops(leaked, matchers)
 
     forbidden: List[Info] = []
     if options.forbid:
@@ -248,6 +238,8 @@ def check_steps(before: Census, options: Options, probes: Optional[Sequence[Prob
     thread_infos = [info for probe, (_, infos) in leaked.items() if probe.option == "threads" for info in infos]
     task_objs = [obj for probe, (objs, _) in leaked.items() if probe.option == "tasks" for obj in objs]
     task_infos = [info for probe, (_, infos) in leaked.items() if probe.option == "tasks" for info in infos]
+    thread_objs = [obj for probe, (objs, _) in leaked.items() if probe.option == "threads" for obj in objs]
+    held_by = tuple((thread.ident, holder) for thread in thread_objs for holder in [global_holding(thread)] if holder)
     report = LeakReport(
         threads=tuple(sorted((i for i in thread_infos if isinstance(i, ThreadInfo)), key=_thread_order)),
         tasks=tuple(sorted((i for i in task_infos if isinstance(i, TaskInfo)), key=_task_order)),
@@ -255,6 +247,7 @@ def check_steps(before: Census, options: Options, probes: Optional[Sequence[Prob
         forbid=tuple(repr(pattern) for pattern in options.forbid),
         waited=time.monotonic() - started,
         timeout=options.timeout,
+        held_by=held_by,
     )
     if options.cancel_tasks and task_objs:
         for task in task_objs:

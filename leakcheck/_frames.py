@@ -13,7 +13,7 @@ import gc
 import linecache
 import sys
 from types import CodeType, FrameType, FunctionType
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 from ._model import Frame
 
@@ -144,6 +144,30 @@ def thread_frames(frame: Optional[FrameType], skip_modules: Tuple[str, ...] = ()
     return records
 
 
+T = TypeVar("T")
+
+
+def safely(function: Callable[[], T], fallback: T) -> T:
+    """``function()``, or ``fallback`` when it raises: user objects must never break a capture."""
+    try:
+        return function()
+    except Exception:
+        return fallback
+
+
+def as_text(value: object) -> str:
+    """A name as text: a Thread or Task subclass may make its name anything."""
+    return value if isinstance(value, str) else safely(lambda: repr(value), f"<{type(value).__name__}>")
+
+
+def attribute(obj: object, name: str) -> Any:
+    """``getattr(obj, name, None)``, also when a ``__getattr__`` raises something else than AttributeError."""
+    try:
+        return getattr(obj, name, None)
+    except Exception:
+        return None
+
+
 _AWAIT_ATTRS = ("cr_await", "gi_yieldfrom", "ag_await")
 _FRAME_ATTRS = ("cr_frame", "gi_frame", "ag_frame")
 # What ``async for`` and ``await agen.asend()`` await: they expose no attribute
@@ -172,15 +196,15 @@ def coroutine_frames(coro: object) -> Tuple[Frame, ...]:
         seen.add(id(current))
         frame = None
         for attr in _FRAME_ATTRS:
-            frame = getattr(current, attr, None)
+            frame = attribute(current, attr)
             if frame is not None:
                 break
-        if frame is not None:
+        if isinstance(frame, FrameType):
             records.append(frame_record(frame))
         del frame
         following = None
         for attr in _AWAIT_ATTRS:
-            following = getattr(current, attr, None)
+            following = attribute(current, attr)
             if following is not None:
                 break
         if following is None and type(current).__name__ in _ASYNC_GEN_STEPS:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Callable, List, Pattern, Tuple, Union
 
 from ._model import Info, describe_block
+from ._stack_top import top_frame
 
 StackPattern = Union[str, Pattern[str]]
 """A keyword: a ``str`` is a substring, a compiled pattern is searched."""
@@ -43,7 +44,11 @@ class _TopFunctionMatcher(Matcher):
         self._qualname = qualname
 
     def __call__(self, info: Info) -> bool:
-        return bool(info.frames) and info.frames[-1].function == self._qualname
+        if not info.frames:
+            return False
+        top = top_frame(info.frames)
+        # The innermost frame itself still counts, so a spelling that named the waiting primitive keeps working.
+        return info.frames[-1].function == self._qualname or (top is not None and top.function == self._qualname)
 
     def __repr__(self) -> str:
         return f"ignore_top_function({self._qualname!r})"
@@ -55,6 +60,41 @@ class _AnyFunctionMatcher(_TopFunctionMatcher):
 
     def __repr__(self) -> str:
         return f"ignore_any_function({self._qualname!r})"
+
+
+class _TaskCoroutineMatcher(Matcher):
+    """A task whose own coroutine (the outermost frame of its await chain) runs ``qualname``."""
+
+    def __init__(self, qualname: str) -> None:
+        self._qualname = qualname
+
+    def __call__(self, info: Info) -> bool:
+        return info.kind == "task" and bool(info.frames) and info.frames[0].function == self._qualname
+
+    def __repr__(self) -> str:
+        return f"<task running {self._qualname}>"
+
+
+BUILTIN_IGNORES: Tuple[Matcher, ...] = (
+    # anyio starts it once per event loop, the first time the loop's process pool is used, and it
+    # waits in sleep(inf) until the loop shuts down, when it kills the pool's workers.
+    _TaskCoroutineMatcher("anyio._backends._asyncio._shutdown_process_pool_on_exit"),
+)
+"""Library infrastructure that lives exactly as long as its event loop: never a test's leak.
+
+Each entry names one coroutine by its exact qualified name, so a user's own
+task is never hidden by it.  ``use_builtin_ignores(False)`` turns them off.
+"""
+
+_builtin_enabled = True
+
+
+def use_builtin_ignores(enabled: bool) -> None:
+    """Apply :data:`BUILTIN_IGNORES` in every check (the default), or not."""
+    global _builtin_enabled
+    if not isinstance(enabled, bool):
+        raise TypeError(f"use_builtin_ignores takes True or False, not {enabled!r}")
+    _builtin_enabled = enabled
 
 
 def _regex(pattern: object, what: str) -> Pattern[str]:
@@ -81,9 +121,13 @@ def ignore_name(pattern: StackPattern) -> Matcher:
 
 
 def ignore_top_function(qualname: str) -> Matcher:
-    """Ignore threads and tasks whose innermost Python frame runs ``qualname``.
+    """Ignore threads and tasks whose top function is ``qualname``.
 
-    ``qualname`` is module-qualified: ``"socketserver.BaseServer.serve_forever"``.
+    The top function is the innermost frame that is not a waiting primitive of
+    the standard library (``threading.Condition.wait``, ``selectors`` and the
+    like; the README lists them): a ``serve_forever`` thread waiting in its
+    selector has ``"socketserver.BaseServer.serve_forever"`` on top.
+    ``qualname`` is module-qualified.
     """
     return _TopFunctionMatcher(_qualname(qualname, "ignore_top_function"))
 
@@ -180,8 +224,14 @@ def ignore_globally(*matchers: MatcherLike) -> Callable[[], None]:
 
 
 def global_matchers() -> Tuple[MatcherLike, ...]:
+    """The matchers of :func:`ignore_globally`, which every check applies."""
     with _global_lock:
         return tuple(_global_matchers)
+
+
+def builtin_ignores() -> Tuple[MatcherLike, ...]:
+    """:data:`BUILTIN_IGNORES` unless turned off: every check applies them to tasks."""
+    return BUILTIN_IGNORES if _builtin_enabled else ()
 
 
 def is_ignored(info: Info, matchers: Iterable[MatcherLike]) -> bool:

@@ -8,10 +8,12 @@ per leak with its full stack.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
-from typing import Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
-from ._model import Frame, Info, TaskInfo, ThreadInfo, _Record, describe_block
+from ._model import Frame, Info, TaskInfo, ThreadInfo, _Record, describe_block, shown
+from ._stack_top import is_wrapper_frame, top_frame, waits_for_work
 
 
 @lru_cache(maxsize=1)
@@ -32,21 +34,103 @@ def _is_library_frame(frame: Frame) -> bool:
 
 
 def culprit(info: Info) -> Optional[Frame]:
-    """The frame to blame: the innermost one outside the standard library."""
+    """The frame to blame: the innermost one outside the standard library, leakcheck and
+    test tools' wrappers; where there is none, the top function (see ``_stack_top``)."""
     for frame in reversed(info.frames):
-        if not _is_library_frame(frame):
+        if not _is_library_frame(frame) and not is_wrapper_frame(frame):
             return frame
-    return info.frames[-1] if info.frames else None
+    return top_frame(info.frames)
 
 
 def summary_line(info: Info) -> str:
+    """``thread 'name' in function (file:line)``, every part escaped like the stacks (``_model.shown``)."""
     frame = culprit(info)
-    where = f" in {frame.function} ({frame.filename}:{frame.lineno})" if frame else ""
-    return f"{info.kind} {info.name!r}{where}"
+    where = f" in {shown(frame.function)} ({shown(frame.filename)}:{frame.lineno})" if frame else ""
+    return f"{info.kind} {shown_name(info.name)}{where}"
+
+
+def shown_name(name: str) -> str:
+    # repr() escapes line breaks and control characters; ascii() also escapes the rest of
+    # what a terminal could be made to act on (bidirectional overrides, say).
+    return ascii(name) if not name.isprintable() else repr(name)
 
 
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+_GROUP_NAMES_SHOWN = 20
+_HINTS_SHOWN = 5
+# Names Python and asyncio give when the code gives none: too generic to ignore by.
+_DEFAULT_NAME = re.compile(r"(Thread|Dummy|Task|asyncio)-\d+( \(.*\))?|ThreadPoolExecutor-\d+_\d+|asyncio_\d+")
+
+
+_REGEX_SPECIAL = re.compile(r"[.^$*+?{}\[\]\\|()]")  # re.escape() also escapes "-" and spaces, which read badly
+
+
+def _groups(infos: Tuple[Info, ...]) -> List[List[Info]]:
+    """Leaks with identical stacks (and of one kind) together, in the order of their first member."""
+    groups: Dict[Tuple[str, str], List[Info]] = {}
+    for info in infos:
+        groups.setdefault((info.kind, info.stack), []).append(info)
+    return list(groups.values())
+
+
+def _names(group: List[Info]) -> str:
+    names = ", ".join(shown_name(info.name) for info in group[:_GROUP_NAMES_SHOWN])
+    hidden = len(group) - _GROUP_NAMES_SHOWN
+    return names + (f" and {hidden} more" if hidden > 0 else "")
+
+
+def _summary(group: List[Info]) -> str:
+    if len(group) == 1:
+        return summary_line(group[0])
+    frame = culprit(group[0])
+    where = f" in {shown(frame.function)} ({shown(frame.filename)}:{frame.lineno})" if frame else ""
+    return f"{_plural(len(group), group[0].kind)} {_names(group)}{where}"
+
+
+def _block(group: List[Info]) -> str:
+    block = describe_block(group[0])
+    if len(group) == 1:
+        return block
+    return f"{len(group)} {group[0].kind}s with this stack: {_names(group)}\n{block}"
+
+
+def _matcher_for(info: Info) -> Tuple[str, str]:
+    """The narrowest ignore rule for ``info``: its name when it has one of its own, else its top function."""
+    top = top_frame(info.frames)
+    if (_DEFAULT_NAME.fullmatch(info.name) is None and info.name.isprintable()) or top is None:
+        pattern = "^" + _REGEX_SPECIAL.sub(r"\\\g<0>", info.name) + "$"
+        return f"ignore_name({pattern!r})", f"name:{shown(pattern)}"
+    return f"ignore_top_function({top.function!r})", f"top:{shown(top.function)}"
+
+
+def _hint(group: List[Info], held_by: Dict[int, str]) -> str:
+    info = group[0]
+    who = f"{info.kind} {shown_name(info.name)}" if len(group) == 1 else f"the {len(group)} {info.kind}s above"
+    matcher, ini = _matcher_for(info)
+    holder = held_by.get(info.ident) if isinstance(info, ThreadInfo) else None
+    if holder is not None:
+        return (
+            f"  * {who}: module global {shown(holder)} holds it, so it was started when its module was first\n"
+            "    imported, and it fails whichever test imports that module first. Silence it once for the whole\n"
+            "    run, in conftest.py:\n"
+            f"        leakcheck.ignore_globally(leakcheck.{matcher})"
+        )
+    if isinstance(info, ThreadInfo) and waits_for_work(info):
+        fix = "shut its executor down before the block ends (executor.shutdown(wait=True), or `with executor:`)"
+    elif isinstance(info, ThreadInfo):
+        fix = "stop it and join() it before the block ends"
+    else:
+        fix = "cancel it and await it before the block ends (task.cancel(); await task), or use a TaskGroup"
+    return (
+        f"  * {who}: {fix}.\n"
+        "    If it is meant to outlive the block, ignore it:\n"
+        f"        no_leaks(ignore=[{matcher}])   or the marker's ignore=[...]\n"
+        f"        leakcheck_ignore = {ini}   (pytest ini file)\n"
+        f"        leakcheck.ignore_globally(leakcheck.{matcher})   (conftest.py: every check)"
+    )
 
 
 class LeakReport(_Record):
@@ -56,9 +140,9 @@ class LeakReport(_Record):
     does not keep the leaked code's locals alive.
     """
 
-    _compared = ("threads", "tasks", "forbidden", "forbid", "waited", "timeout")
+    _compared = ("threads", "tasks", "forbidden", "forbid", "waited", "timeout", "held_by")
     __slots__ = _compared
-    _shown = _compared
+    _shown = _compared[:-1]
 
     threads: Tuple[ThreadInfo, ...]
     tasks: Tuple[TaskInfo, ...]
@@ -69,6 +153,8 @@ class LeakReport(_Record):
     waited: float
     """Seconds spent waiting for suspects to finish."""
     timeout: float
+    held_by: Tuple[Tuple[int, str], ...]
+    """``(ident, "module.global")`` for leaked threads that a module global holds: started at import."""
 
     def __init__(
         self,
@@ -78,8 +164,17 @@ class LeakReport(_Record):
         forbid: Tuple[str, ...] = (),
         waited: float = 0.0,
         timeout: float = 0.0,
+        held_by: Tuple[Tuple[int, str], ...] = (),
     ) -> None:
-        self._init(threads=threads, tasks=tasks, forbidden=forbidden, forbid=forbid, waited=waited, timeout=timeout)
+        self._init(
+            threads=threads,
+            tasks=tasks,
+            forbidden=forbidden,
+            forbid=forbid,
+            waited=waited,
+            timeout=timeout,
+            held_by=held_by,
+        )
 
     def __bool__(self) -> bool:
         return bool(self.threads or self.tasks or self.forbidden)
@@ -99,12 +194,20 @@ class LeakReport(_Record):
             counts.append(_plural(len(self.tasks), "leaked task"))
         if self.forbidden:
             counts.append(_plural(len(self.forbidden), "stack") + f" matching {', '.join(self.forbid)}")
+        groups = _groups(self.leaks)
         lines = [f"leakcheck: {', '.join(counts)} (waited {self.waited:.2f}s of a {self.timeout:.2f}s grace period)"]
-        lines.extend(f"  - {summary_line(info)}" for info in self.leaks)
+        lines.extend(f"  - {_summary(group)}" for group in groups)
         lines.extend(f"  - forbidden: {summary_line(info)}" for info in self.forbidden)
-        blocks = [describe_block(info) for info in self.leaks]
+        blocks = [_block(group) for group in groups]
         blocks.extend(describe_block(info) for info in self.forbidden if info not in self.leaks)
-        return "\n".join(lines) + "\n\n" + "\n".join(blocks)
+        text = "\n".join(lines) + "\n\n" + "\n".join(blocks)
+        if groups:
+            held_by = dict(self.held_by)
+            hints = [_hint(group, held_by) for group in groups[:_HINTS_SHOWN]]
+            if len(groups) > _HINTS_SHOWN:
+                hints.append(f"  * and {len(groups) - _HINTS_SHOWN} more: the same, for each")
+            text += "\nWhat to do:\n" + "\n".join(hints) + "\n"
+        return text
 
 
 class LeakError(AssertionError):

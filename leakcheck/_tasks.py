@@ -5,16 +5,39 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from typing import AbstractSet, Any, Dict, Hashable, List, Sequence
+from typing import AbstractSet, Any, Dict, Hashable, List, Sequence, Tuple
 
 from . import _asyncio_compat as compat
-from ._frames import coroutine_frames
-from ._model import TaskInfo, task_stack
+from ._frames import as_text, attribute, coroutine_frames, safely
+from ._model import Frame, TaskInfo, task_stack
 
 
 def _coro_name(coro: object) -> str:
-    name = getattr(coro, "__qualname__", None)
+    name = attribute(coro, "__qualname__")
     return name if isinstance(name, str) else type(coro).__name__
+
+
+def _describe(task: Any) -> TaskInfo:
+    """Describe one task as far as it lets itself be described: a Task subclass or a
+    coroutine object whose methods raise gets a placeholder for that part, never an error."""
+    name = safely(lambda: as_text(task.get_name()), "<get_name() failed>")
+    coro = safely(task.get_coro, None)
+    frames: Tuple[Frame, ...] = safely(lambda: coroutine_frames(coro), ())
+    awaiting = safely(lambda: compat.awaited_by(task), "")
+    return TaskInfo(
+        id=id(task),
+        name=name,
+        coro=safely(lambda: _coro_name(coro), type(coro).__name__),
+        state=safely(lambda: compat.task_state(task), "unknown"),
+        thread_ident=safely(lambda: compat.loop_thread_ident(task.get_loop()), None),
+        frames=frames,
+        awaiting=awaiting,
+        stack=task_stack(frames, awaiting),
+    )
+
+
+def is_on_closed_loop(task: Any) -> bool:
+    return safely(lambda: bool(task.get_loop().is_closed()), False)
 
 
 def can_progress_elsewhere(task: Any) -> bool:
@@ -42,6 +65,12 @@ def allow_driving(loop: Any) -> None:
         _drivable[loop] = threading.get_ident()
     except TypeError:  # a loop type without weak references: it just is not driven
         pass
+
+
+def drivable_loops() -> List[Any]:
+    """The loops of test runners that checks may drive: loops leakcheck knows of."""
+    loops = (ref() for ref in list(_drivable.keyrefs()))
+    return [loop for loop in loops if loop is not None]
 
 
 def _drivable_here(loop: Any) -> bool:
@@ -83,7 +112,7 @@ class TaskProbe:
         live = []
         for token in tokens:
             task = token() if isinstance(token, weakref.ref) else None
-            if task is not None and not task.done():
+            if task is not None and not safely(task.done, False):
                 live.append(task)
         return live
 
@@ -91,28 +120,10 @@ class TaskProbe:
         return compat.all_tasks()
 
     def is_alive(self, obj: Any) -> bool:
-        return not obj.done()
+        return not safely(obj.done, False)
 
     def describe(self, objs: Sequence[Any]) -> List[TaskInfo]:
-        infos: List[TaskInfo] = []
-        for task in objs:
-            coro = task.get_coro()
-            frames = coroutine_frames(coro)
-            awaiting = compat.awaited_by(task)
-            stack = task_stack(frames, awaiting)
-            infos.append(
-                TaskInfo(
-                    id=id(task),
-                    name=task.get_name(),
-                    coro=_coro_name(coro),
-                    state=compat.task_state(task),
-                    thread_ident=compat.loop_thread_ident(task.get_loop()),
-                    frames=frames,
-                    awaiting=awaiting,
-                    stack=stack,
-                )
-            )
-        return infos
+        return [_describe(task) for task in objs]
 
     def wait(self, objs: Sequence[Any], deadline: float) -> None:
         _drive_idle_loops(objs, deadline)

@@ -13,8 +13,9 @@ import time
 import weakref
 from typing import AbstractSet, Any, FrozenSet, Hashable, List, Optional, Sequence
 
-from ._frames import thread_frames
+from ._frames import as_text, safely, thread_frames
 from ._model import ThreadInfo, format_frames
+from ._stack_top import waits_for_work as waits_for_work  # TODO(owner): import from _stack_top in _run and _compare
 
 _helpers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 _SELF_MODULES = ("leakcheck.",)
@@ -71,19 +72,6 @@ def executor_of(thread: threading.Thread) -> Optional[Any]:
     return reference() if isinstance(reference, weakref.ref) else None
 
 
-_POOL_WORKER_LOOP = "concurrent.futures.thread._worker"
-
-
-def waits_for_work(info: ThreadInfo) -> bool:
-    """Whether the described thread is a ``ThreadPoolExecutor`` worker waiting for a job.
-
-    Its innermost shown frame is then the worker loop itself (the queue's
-    frames are the standard library's); a worker running a job shows the
-    job's frames below it.
-    """
-    return bool(info.frames) and info.frames[-1].function == _POOL_WORKER_LOOP
-
-
 class ThreadProbe:
     option = "threads"
 
@@ -125,8 +113,8 @@ class ThreadProbe:
                     ThreadInfo(
                         ident=ident,
                         native_id=getattr(thread, "native_id", None),
-                        name=thread.name,
-                        daemon=thread.daemon,
+                        name=safely(lambda: as_text(thread.name), "<name failed>"),  # noqa: B023 - called at once
+                        daemon=safely(lambda: bool(thread.daemon), False),  # noqa: B023 - called at once
                         frames=frames,
                         stack=format_frames(frames),
                     )

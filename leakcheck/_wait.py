@@ -52,6 +52,7 @@ def run_blocking(steps: Steps[T]) -> T:
         request = next(steps)
         while True:
             _wait_blocking(request)
+            del request  # the check may collect garbage next: hold no suspect meanwhile
             request = steps.send(None)
     except StopIteration as stop:
         result: T = stop.value
@@ -108,6 +109,7 @@ async def run_async(steps: Steps[T]) -> T:
         request = next(steps)
         while True:
             await _wait_async(request)
+            del request  # the check may collect garbage next: hold no suspect meanwhile
             request = steps.send(None)
     except StopIteration as stop:
         result: T = stop.value

@@ -8,6 +8,7 @@ import functools
 import re
 import socketserver
 import threading
+from pathlib import Path
 from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
@@ -24,6 +25,8 @@ from leakcheck import (
     ignore_top_function,
     no_leaks,
 )
+from leakcheck._matching import BUILTIN_IGNORES, use_builtin_ignores
+from leakcheck._stack_top import WAITING_FUNCTIONS, WAITING_MODULES, WRAPPER_MODULES
 
 GRACE = 0.05
 HERE = __name__  # "test_matching" or "tests.test_matching", depending on how pytest imports it
@@ -179,11 +182,69 @@ def test_ignore_top_function_matches_the_innermost_frame():
         thread.start()
 
 
+def calls_follow_logs(release: threading.Event) -> None:
+    follow_logs(release)
+
+
 def test_ignore_top_function_does_not_match_outer_frames():
-    check = no_leaks(timeout=GRACE, ignore=[ignore_top_function(f"{HERE}.follow_logs")])
+    check = no_leaks(timeout=GRACE, ignore=[ignore_top_function(f"{HERE}.calls_follow_logs")])
     with parked_threads() as threads, pytest.raises(LeakError) as excinfo, check:
-        threads.start(follow_logs, name="log-follower")
-    assert "follow_logs" in str(excinfo.value)
+        threads.start(calls_follow_logs, name="log-follower")
+    assert "log-follower" in str(excinfo.value)
+    assert f"in {HERE}.follow_logs (" in str(excinfo.value)  # the summary line names the function that waits
+
+
+def test_ignore_top_function_skips_the_waiting_primitives_on_top():
+    """follow_logs waits in Event.wait and Condition.wait: its top function is follow_logs."""
+    with parked_threads() as threads:
+        with no_leaks(timeout=GRACE, ignore=[ignore_top_function(f"{HERE}.follow_logs")]):
+            threads.start(follow_logs, name="log-follower")
+        assert threads.threads[0].is_alive()
+
+
+def test_ignore_top_function_skips_the_waiting_primitives_of_a_task():
+    async def scenario() -> None:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+
+        async def consume() -> None:
+            await queue.get()  # innermost frame: asyncio.queues.Queue.get
+
+        task = None
+        try:
+            async with no_leaks(timeout=GRACE, ignore=[ignore_top_function(f"{HERE}.{consume.__qualname__}")]):
+                task = asyncio.create_task(consume(), name="consumer")
+                await asyncio.sleep(0)
+        finally:
+            assert task is not None and not task.done()  # ignored, not finished
+            queue.put_nowait(1)
+            await task
+
+    asyncio.run(scenario())
+
+
+def _wrapper_module() -> Any:
+    """A stand-in for blockbuster, which wraps the waiting primitives with Python functions."""
+    namespace: dict[str, Any] = {"__name__": "blockbuster.blockbuster"}
+    exec(
+        "def wrapper(function, *args):\n    return function(*args)\n",
+        namespace,
+    )
+    return namespace["wrapper"]
+
+
+def waits_through_a_wrapper(release: threading.Event) -> None:
+    _wrapper_module()(release.wait)
+
+
+def test_a_wrapper_around_a_waiting_primitive_is_skipped_like_the_primitive():
+    with parked_threads() as threads:
+        with pytest.raises(LeakError) as excinfo, no_leaks(timeout=GRACE):
+            threads.start(waits_through_a_wrapper, name="wrapped-waiter")
+        text = str(excinfo.value)
+        assert "blockbuster.blockbuster.wrapper" in text  # in the stack
+        assert f"in {HERE}.waits_through_a_wrapper (" in text  # but not blamed in the summary line
+        with no_leaks(timeout=GRACE, ignore=[ignore_top_function(f"{HERE}.waits_through_a_wrapper")]):
+            threads.start(waits_through_a_wrapper, name="wrapped-waiter-2")
 
 
 def test_ignore_top_function_matches_a_stdlib_method():
@@ -302,6 +363,13 @@ def test_ignore_any_function_matches_socketserver_serve_forever():
         thread.start()
 
 
+def test_ignore_top_function_matches_socketserver_serve_forever_as_the_readme_says():
+    """Its innermost frame is the selector's select(); the top function is serve_forever."""
+    matcher = ignore_top_function("socketserver.BaseServer.serve_forever")
+    with tcp_server() as (_server, thread), no_leaks(timeout=GRACE, ignore=[matcher]):
+        thread.start()
+
+
 def test_socketserver_thread_is_reported_without_the_matcher():
     with tcp_server() as (_server, thread), pytest.raises(LeakError) as excinfo, no_leaks(timeout=GRACE):
         thread.start()
@@ -411,3 +479,85 @@ def test_builtin_matchers_are_matchers():
     for matcher in (ignore_name("x"), ignore_top_function("m.f"), ignore_any_function("m.f")):
         assert isinstance(matcher, Matcher)
         assert callable(matcher)
+
+
+# --- built-in ignores: library infrastructure that lives as long as its loop ----------------------------------------
+
+
+def _coroutine_function_in(module_name: str) -> Any:
+    namespace: dict[str, Any] = {"__name__": module_name, "asyncio": asyncio}
+    exec(
+        "async def _shutdown_process_pool_on_exit(release):\n    await release.wait()\n",
+        namespace,
+    )
+    return namespace["_shutdown_process_pool_on_exit"]
+
+
+@pytest.mark.parametrize(
+    ("module_name", "ignored"),
+    [("anyio._backends._asyncio", True), ("myapp.pools", False)],
+    ids=["anyio's", "a namesake elsewhere"],
+)
+def test_builtin_ignores_match_library_infrastructure_by_its_exact_qualname(module_name, ignored):
+    shutdown_pool_on_exit = _coroutine_function_in(module_name)
+
+    async def scenario() -> None:
+        release = asyncio.Event()
+        task = None
+        try:
+            if ignored:
+                async with no_leaks(timeout=GRACE):
+                    task = asyncio.create_task(shutdown_pool_on_exit(release))
+                    await asyncio.sleep(0)
+            else:
+                with pytest.raises(LeakError) as excinfo:
+                    async with no_leaks(timeout=GRACE):
+                        task = asyncio.create_task(shutdown_pool_on_exit(release))
+                        await asyncio.sleep(0)
+                assert f"{module_name}._shutdown_process_pool_on_exit" in str(excinfo.value)
+        finally:
+            release.set()
+            if task is not None:
+                await task
+
+    asyncio.run(scenario())
+
+
+def test_builtin_ignores_can_be_turned_off():
+    shutdown_pool_on_exit = _coroutine_function_in("anyio._backends._asyncio")
+
+    async def scenario() -> None:
+        release = asyncio.Event()
+        task = None
+        use_builtin_ignores(False)
+        try:
+            with pytest.raises(LeakError) as excinfo:
+                async with no_leaks(timeout=GRACE):
+                    task = asyncio.create_task(shutdown_pool_on_exit(release))
+                    await asyncio.sleep(0)
+            assert "anyio._backends._asyncio._shutdown_process_pool_on_exit" in str(excinfo.value)
+        finally:
+            use_builtin_ignores(True)
+            release.set()
+            if task is not None:
+                await task
+
+    asyncio.run(scenario())
+    assert [repr(matcher) for matcher in BUILTIN_IGNORES] == [
+        "<task running anyio._backends._asyncio._shutdown_process_pool_on_exit>"
+    ]
+    with pytest.raises(TypeError, match="True or False"):
+        use_builtin_ignores("no")  # type: ignore[arg-type]
+
+
+def test_the_readme_lists_exactly_the_waiting_primitives_that_are_skipped():
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("**The top function.**", 1)[1].split("So a `serve_forever` thread", 1)[0]
+    listed = set()
+    for module, functions in re.findall(r"^- `([\w.]+)`: (.*);$", section, re.MULTILINE):
+        listed.update(f"{module}.{function}" for function in re.findall(r"`([\w.]+)`", functions))
+    assert listed == set(WAITING_FUNCTIONS)
+    assert [f"{name}." for name in re.findall(r"every function of `(\w+)`", section)] == [
+        *WAITING_MODULES,
+        *WRAPPER_MODULES,
+    ]

@@ -11,7 +11,7 @@ from typing import List, Tuple
 import pytest
 from helpers import parked_threads
 
-from leakcheck import LeakError, LeakReport, LeakWarning, no_leaks
+from leakcheck import Frame, LeakError, LeakReport, LeakWarning, ThreadInfo, no_leaks
 
 GRACE = 0.05
 HERE = __name__
@@ -164,3 +164,75 @@ def test_leak_warning_pickles_with_its_report(leak):
     assert type(copy) is LeakWarning
     assert copy.report == error.report
     assert str(copy) == str(error.report)
+
+
+class NumberedThread(threading.Thread):
+    """A Thread subclass whose name is not a str."""
+
+    @property  # type: ignore[override]
+    def name(self) -> object:
+        return 42
+
+    @name.setter
+    def name(self, value: object) -> None:
+        pass
+
+
+def test_a_thread_whose_name_is_not_a_str_is_reported_beside_another_leak():
+    release = threading.Event()
+    numbered = NumberedThread(target=follow_logs, args=(release,), daemon=True)
+    try:
+        with parked_threads() as threads, pytest.raises(LeakError) as excinfo, no_leaks(timeout=GRACE):
+            numbered.start()
+            threads.start(send_heartbeats, name="heartbeat")
+        assert sorted(info.name for info in excinfo.value.report.threads) == ["42", "heartbeat"]
+    finally:
+        release.set()
+        numbered.join()
+
+
+def test_the_summary_line_escapes_hostile_function_and_file_names():
+    hostile = "evil\x1b]0;pwned\x07\nleakcheck: no leaks\x1b[2J"
+    frames = (Frame(hostile + ".py", 7, hostile, "wait()"),)
+    info = ThreadInfo(ident=1, native_id=2, name="bad\x1b[31mname\u202e", daemon=True, frames=frames, stack="")
+    text = str(LeakReport(threads=(info,), timeout=1.0))
+    summary = text.splitlines()[1]
+    assert summary.startswith("  - thread ")
+    assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+    assert text.splitlines()[2] == ""  # no forged line after the summary line
+    assert "\\x1b" in summary and "\\n" in summary
+
+
+def test_leaks_with_identical_stacks_are_shown_once_with_their_count_and_names():
+    with parked_threads() as threads, pytest.raises(LeakError) as excinfo, no_leaks(timeout=GRACE):
+        for number in range(30):
+            threads.start(follow_logs, name=f"follower-{number:02}")
+        threads.start(send_heartbeats, name="heartbeat")
+    text = str(excinfo.value)
+    report = excinfo.value.report
+    assert len(report.threads) == 31  # the data stays per item
+    names = ", ".join(f"'follower-{number:02}'" for number in range(20))
+    assert f"  - 30 threads {names} and 10 more in {HERE}.follow_logs (" in text
+    assert f"  - thread 'heartbeat' in {HERE}.send_heartbeats (" in text
+    assert f"30 threads with this stack: {names} and 10 more\nThread 'follower-00' (" in text
+    assert text.count(f"in {HERE}.follow_logs\n") == 1  # one stack for the thirty
+    assert text.count(f"in {HERE}.send_heartbeats\n") == 1
+
+
+def test_the_report_ends_with_what_to_do_spelled_for_each_leak(leak):
+    text = str(leak[0])
+    hints = text.split("\nWhat to do:\n", 1)[1]
+    assert "  * thread 'log-follower': stop it and join() it before the block ends." in hints
+    assert "no_leaks(ignore=[ignore_name('^log-follower$')])" in hints
+    assert "leakcheck_ignore = name:^log-follower$" in hints
+    assert "leakcheck.ignore_globally(leakcheck.ignore_name('^event-stream$'))" in hints
+    assert "  * task 'event-stream': cancel it and await it before the block ends" in hints
+
+
+def test_a_leak_without_a_name_of_its_own_is_spelled_by_its_top_function():
+    with parked_threads() as threads, pytest.raises(LeakError) as excinfo, no_leaks(timeout=GRACE):
+        thread = threads.start(follow_logs, name="Thread-77 (follow_logs)")
+    assert thread.name == "Thread-77 (follow_logs)"
+    hints = str(excinfo.value).split("\nWhat to do:\n", 1)[1]
+    assert f"no_leaks(ignore=[ignore_top_function('{HERE}.follow_logs')])" in hints
+    assert f"leakcheck_ignore = top:{HERE}.follow_logs" in hints

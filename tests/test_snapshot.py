@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import gc
 import os
 import threading
@@ -10,7 +11,7 @@ import types
 import weakref
 from typing import Any, List
 
-from helpers import create_task_on, loop_in_thread, parked_threads
+from helpers import JOIN_TIMEOUT, create_task_on, loop_in_thread, parked_threads
 
 from leakcheck import Frame, Snapshot, TaskInfo, ThreadInfo, snapshot
 
@@ -262,3 +263,84 @@ def test_thread_and_task_infos_are_plain_data():
     assert snap.threads and snap.tasks
     reachable = strongly_reachable((snap.threads, snap.tasks))
     assert {type(obj).__name__ for obj in reachable if not isinstance(obj, plain)} == set()
+
+
+# --- objects that do not let themselves be described ----------------------------------------------------------------
+
+
+class HostileCoroutine(collections.abc.Coroutine):  # type: ignore[type-arg]
+    """A coroutine object whose attribute lookups raise something other than AttributeError."""
+
+    def __init__(self, parked: asyncio.Future[None]) -> None:
+        self._parked = parked
+
+    def send(self, value: object) -> Any:
+        if not self._parked.done():
+            self._parked._asyncio_future_blocking = True  # what `await future` does
+            return self._parked
+        raise StopIteration
+
+    def throw(self, *args: Any) -> Any:
+        raise StopIteration
+
+    def close(self) -> None:
+        pass
+
+    def __await__(self) -> Any:
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"no {name} for you")
+
+
+class NamelessTask(asyncio.Task):  # type: ignore[type-arg]
+    def get_name(self) -> str:
+        raise RuntimeError("no name for you")
+
+
+class NumberedThread(threading.Thread):
+    """A Thread subclass whose name is not a str."""
+
+    @property  # type: ignore[override]
+    def name(self) -> Any:
+        return 42
+
+    @name.setter
+    def name(self, value: Any) -> None:
+        pass
+
+
+def test_odd_tasks_and_threads_are_described_as_well_as_possible_and_never_break_the_snapshot():
+    release = threading.Event()
+    with loop_in_thread() as loop:
+        parked = asyncio.run_coroutine_threadsafe(_future_on_loop(), loop).result(JOIN_TIMEOUT)
+        hostile = create_task_on(loop, HostileCoroutine(parked), "hostile-coroutine")
+        nameless = asyncio.run_coroutine_threadsafe(_nameless_task(), loop).result(JOIN_TIMEOUT)
+        normal = create_task_on(loop, level_one(), "normal-task")
+        numbered = NumberedThread(target=follow_logs, args=(release,), daemon=True)
+        numbered.start()
+        snap = snapshot()
+        text = str(snap)
+        try:
+            assert task_info(snap, "normal-task").frames  # the others are still captured
+            odd = task_info(snap, "hostile-coroutine")
+            assert odd.frames == () and odd.coro == "HostileCoroutine"
+            assert task_info(snap, "<get_name() failed>").id == id(nameless)
+            assert thread_info(snap, numbered).name == "42"
+            assert "hostile-coroutine" in text and "normal-task" in text
+        finally:
+            for task in (hostile, nameless, normal):
+                loop.call_soon_threadsafe(task.cancel)
+            loop.call_soon_threadsafe(parked.cancel)
+            release.set()
+            numbered.join(JOIN_TIMEOUT)
+
+
+async def _future_on_loop() -> asyncio.Future[None]:
+    return asyncio.get_running_loop().create_future()
+
+
+async def _nameless_task() -> NamelessTask:
+    task = NamelessTask(level_one(), loop=asyncio.get_running_loop())
+    await asyncio.sleep(0)
+    return task

@@ -1,0 +1,203 @@
+"""What is capacity, not a leak: idle workers of pools that outlive any one check.
+
+A pool starts its workers lazily, so its first worker appears in whichever
+check happens to give it the first job; blaming that check would make the
+result depend on test order.  A thread is capacity when
+
+* it is a worker of a pool that outlives the check:
+  - the default executor of an event loop that leakcheck knows and that is
+    still open (``run_in_executor(None, ...)``, ``asyncio.to_thread``);
+  - a ``ThreadPoolExecutor`` held in a module global;
+  - any other pool whose worker object (the ``self`` of the thread's target)
+    a global of the module defining that object's class can reach in at most
+    three steps through attributes and containers (trio's thread cache, say);
+* and it is idle in that pool's own wait: its top function (``_stack_top``)
+  is the worker loop itself, not a job.
+
+A worker still running a job shows the job's frames, so it is still
+reported, and so is every worker of a pool that the check itself created
+and left running, and a worker whose loop is closed.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import types
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set
+
+from . import _asyncio_compat as compat
+from ._model import Info, ThreadInfo
+from ._stack_top import top_frame, waits_for_work
+from ._tasks import drivable_loops
+from ._threads import executor_of
+
+_REACH = 3  # steps from a module global to a pool's worker object: global -> pool -> dict -> worker
+
+
+class IdlePoolWorker:
+    """An ignore matcher for idle workers of long-lived pools (see the module docstring)."""
+
+    def __init__(self, executor_workers: Set[Any], loops: Dict[int, str]) -> None:
+        self._executor_workers = {thread.ident for thread in executor_workers}
+        self._loops = loops  # ident -> qualname of the worker loop the thread idles in
+
+    def could_match(self, thread: Any) -> bool:
+        """Whether ``thread`` may turn idle later: then its check polls instead of joining it."""
+        return thread.ident in self._executor_workers or thread.ident in self._loops
+
+    def __call__(self, info: Info) -> bool:
+        if not isinstance(info, ThreadInfo):
+            return False
+        if info.ident in self._executor_workers:
+            return waits_for_work(info)
+        loop = self._loops.get(info.ident)
+        top = top_frame(info.frames)
+        return loop is not None and top is not None and top.function == loop
+
+
+def idle_worker_matcher(threads: Sequence[Any]) -> Optional[IdlePoolWorker]:
+    """A matcher for the ``threads`` that belong to long-lived pools, or ``None`` when none do."""
+    if not threads:
+        return None
+    executor_workers = _open_loop_executor_workers(threads)
+    executors = {thread: executor_of(thread) for thread in threads if thread not in executor_workers}
+    candidates = [executor for executor in executors.values() if executor is not None]
+    if candidates:
+        held = {id(executor) for executor in module_globals_holding(candidates)}
+        executor_workers.update(thread for thread, executor in executors.items() if id(executor) in held)
+    loops = {
+        thread.ident: loop
+        for thread in threads
+        if thread not in executor_workers and executors.get(thread) is None
+        for loop in [_pool_worker_loop(thread)]
+        if loop is not None
+    }
+    if not executor_workers and not loops:
+        return None
+    return IdlePoolWorker(executor_workers, loops)
+
+
+def known_open_loops() -> List[Any]:
+    """The event loops leakcheck knows that are still open."""
+    loops = {id(loop): loop for loop in (*compat.known_loops(), *drivable_loops())}
+    return [loop for loop in loops.values() if not _closed(loop)]
+
+
+def _closed(loop: Any) -> bool:
+    try:
+        return bool(loop.is_closed())
+    except Exception:
+        return True
+
+
+def _open_loop_executor_workers(threads: Sequence[Any]) -> Set[Any]:
+    """The ``threads`` that work for the default executor of an open event loop."""
+    if "asyncio" not in sys.modules:
+        return set()
+    wanted = set(threads)
+    workers: Set[Any] = set()
+    for loop in known_open_loops():
+        workers.update(wanted.intersection(compat.default_executor_threads(loop)))
+    # A loop with no task left is unknown before 3.14: ask the garbage collector who holds the executor.
+    unexplained = {executor_of(thread) for thread in wanted - workers} - {None}
+    for executor in unexplained:
+        loop = _loop_owning(executor)
+        if loop is not None and not _closed(loop):
+            workers.update(wanted.intersection(compat.default_executor_threads(loop)))
+    return workers
+
+
+def _loop_owning(executor: Any) -> Optional[Any]:
+    """The event loop whose default executor ``executor`` is, found through the objects that refer to it."""
+    import asyncio
+
+    for referrer in gc.get_referrers(executor):
+        if isinstance(referrer, dict) and referrer.get("_default_executor") is executor:
+            owners = gc.get_referrers(referrer)  # an instance __dict__ (before 3.12, or once materialised)
+        else:
+            owners = [referrer]
+        for owner in owners:
+            if issubclass(type(owner), asyncio.AbstractEventLoop) and getattr(owner, "_default_executor", None) is executor:
+                return owner
+    return None
+
+
+def module_globals_holding(objects: Sequence[Any]) -> List[Any]:
+    """The ``objects`` that some module keeps in a global variable."""
+    wanted = {id(obj): obj for obj in objects}
+    held: Dict[int, Any] = {}
+    for module in list(sys.modules.values()):
+        namespace = getattr(module, "__dict__", None)
+        if isinstance(namespace, dict):
+            for value in list(namespace.values()):
+                if id(value) in wanted and value is wanted[id(value)]:
+                    held[id(value)] = value
+    return list(held.values())
+
+
+def global_holding(thread: Any) -> Optional[str]:
+    """``"module.name"`` of a module global that is ``thread``, or an object whose attribute is it.
+
+    Such a thread was started when its module was imported (a cache refresher,
+    say), so it appears in whichever test imports the module first.
+    """
+    for name, module in list(sys.modules.items()):
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict):
+            continue
+        for key, value in list(namespace.items()):
+            if value is thread:
+                return f"{name}.{key}"
+            if type(value).__module__ == name and thread in _attributes(value):
+                return f"{name}.{key}"
+    return None
+
+
+def _attributes(obj: object) -> List[Any]:
+    namespace = getattr(obj, "__dict__", None) if not isinstance(obj, type) else None
+    return list(namespace.values()) if isinstance(namespace, dict) else []
+
+
+def _pool_worker_loop(thread: Any) -> Optional[str]:
+    """The qualname of ``thread``'s worker loop when its worker object belongs to a module-level pool."""
+    target = getattr(thread, "_target", None)
+    worker = getattr(target, "__self__", None)
+    function = getattr(target, "__func__", None)
+    if worker is None or not isinstance(function, types.FunctionType) or isinstance(worker, type):
+        return None
+    module = sys.modules.get(type(worker).__module__)
+    namespace = getattr(module, "__dict__", None)
+    if not isinstance(namespace, dict) or not _reaches(list(namespace.values()), worker):
+        return None
+    return f"{function.__module__}.{function.__qualname__}"
+
+
+def _reaches(roots: Iterable[Any], wanted: Any) -> bool:
+    """Whether ``wanted`` is within ``_REACH`` steps of ``roots``, through attributes and containers."""
+    seen: Set[int] = set()
+    layer = [root for root in roots if not isinstance(root, (types.ModuleType, type, types.FunctionType))]
+    for _ in range(_REACH):
+        following: List[Any] = []
+        for obj in layer:
+            if obj is wanted:
+                return True
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            following.extend(_children(obj))
+        layer = following
+    return any(obj is wanted for obj in layer)
+
+
+def _children(obj: Any) -> Iterable[Any]:
+    if isinstance(obj, dict):
+        return [*obj.keys(), *obj.values()]
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return list(obj)
+    if isinstance(obj, (str, bytes, int, float, types.ModuleType, type, types.FunctionType)):
+        return ()
+    deque = sys.modules.get("collections")
+    if deque is not None and isinstance(obj, deque.deque):
+        return list(obj)
+    return _attributes(obj)
