@@ -155,8 +155,20 @@ def global_holding(thread: Any) -> Optional[str]:
 
 
 def _attributes(obj: object) -> List[Any]:
-    namespace = getattr(obj, "__dict__", None) if not isinstance(obj, type) else None
-    return list(namespace.values()) if isinstance(namespace, dict) else []
+    """The values of ``obj``'s instance attributes: its ``__dict__`` and its ``__slots__``."""
+    if isinstance(obj, type):
+        return []
+    namespace = getattr(obj, "__dict__", None)
+    values = list(namespace.values()) if isinstance(namespace, dict) else []
+    for klass in type(obj).__mro__:
+        for slot in klass.__dict__.get("__slots__", ()):
+            descriptor = klass.__dict__.get(slot)
+            if isinstance(descriptor, types.MemberDescriptorType):  # a plain slot: reading it runs no code
+                try:
+                    values.append(descriptor.__get__(obj, klass))
+                except AttributeError:  # never set
+                    pass
+    return values
 
 
 def _pool_worker_loop(thread: Any) -> Optional[str]:

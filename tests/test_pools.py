@@ -101,6 +101,8 @@ class Worker:
             job()
 
 class Pool:
+    __slots__ = ("idle",)  # as trio's ThreadCache: no __dict__ to look into
+
     def __init__(self):
         self.idle = {}
 
