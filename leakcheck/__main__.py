@@ -5,6 +5,7 @@
     python -m leakcheck stacks PID|URL [--match KEYWORD]... [--json]
     python -m leakcheck check PID|URL [--absent KEYWORD]... [--present KEYWORD]... [--timeout S]
     python -m leakcheck run [--fail] [--timeout S] script.py [args...]   (or -m module [args...])
+    python -m leakcheck --version
 
 A PID names a process that called ``leakcheck.start_agent()``; a URL a stack
 endpoint (``serve_stacks()``, or ``wsgi_app``/``asgi_app`` in a web app).
@@ -16,21 +17,32 @@ endpoint (``serve_stacks()``, or ``wsgi_app``/``asgi_app`` in a web app).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Optional, Sequence
 
+from . import __version__
 from ._assertions import assert_no_stack_match, assert_stack_match
 from ._options import parse_seconds
 from ._remote import RemoteError, Source, check_source, take
 
 PROG = "python -m leakcheck"
+VERSION = f"leakcheck {__version__}"
 
 
 def _target(text: str) -> Source:
+    if re.fullmatch(r"[+-]?[0-9]+", text):  # ASCII digits only: int() would take other scripts' digits too
+        try:
+            return check_source(int(text), "target")
+        except ValueError:  # a pid that is not positive, or too long to convert
+            raise argparse.ArgumentTypeError(f"the target must be a positive PID, not {text[:30]}") from None
+    if "://" not in text:
+        raise argparse.ArgumentTypeError(f"the target must be a PID or an http:// or https:// URL, not {text!r}")
     try:
-        return check_source(int(text) if text.isdigit() else text, "target")
+        return check_source(text, "target")
     except (TypeError, ValueError) as problem:
-        raise argparse.ArgumentTypeError(str(problem).replace("target: source", "the target")) from None
+        message = str(problem).replace("target: source", "the target", 1)
+        raise argparse.ArgumentTypeError(message.removeprefix("target: ")) from None
 
 
 def _seconds(text: str) -> float:
@@ -44,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Read and check the thread and task stacks of another process."
     )
+    parser.add_argument("--version", action="version", version=VERSION)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     target_help = "a pid running leakcheck.start_agent(), or the URL of a stack endpoint"
 
@@ -121,17 +134,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ._run import check_program, run_program
+    from ._run import NotRunnable, check_program, run_program
 
+    parser: argparse.ArgumentParser = args.parser
     module: Optional[str] = args.module
-    if module is not None:
-        return run_program(module, args.program, True, args.fail, args.timeout)
-    program: Optional[str] = args.program[0] if args.program else None
-    problem = check_program(program)
-    if problem is not None or program is None:
-        parser: argparse.ArgumentParser = args.parser
-        parser.error(problem or "run needs a script")
-    return run_program(program, args.program[1:], False, args.fail, args.timeout)
+    try:
+        if module is not None:
+            return run_program(module, args.program, True, args.fail, args.timeout)
+        program: Optional[str] = args.program[0] if args.program else None
+        problem = check_program(program)
+        if problem is not None or program is None:
+            parser.error(problem or "run needs a script")
+        return run_program(program, args.program[1:], False, args.fail, args.timeout)
+    except NotRunnable as problem:
+        parser.error(str(problem))
 
 
 if __name__ == "__main__":

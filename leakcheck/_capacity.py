@@ -118,7 +118,8 @@ def _loop_owning(executor: Any) -> Optional[Any]:
         else:
             owners = [referrer]
         for owner in owners:
-            if issubclass(type(owner), asyncio.AbstractEventLoop) and getattr(owner, "_default_executor", None) is executor:
+            is_loop = issubclass(type(owner), asyncio.AbstractEventLoop)
+            if is_loop and getattr(owner, "_default_executor", None) is executor:
                 return owner
     return None
 

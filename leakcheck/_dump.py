@@ -18,14 +18,25 @@ gives the kind, the name (a Python string literal, so any name survives),
 the ident or id and the state; frame lines are indented two spaces, source
 lines four.  Other text is written as it is when plain, else as a backslash
 and a string literal (``_model.shown``), so that no crafted name can pass
-for another line.  :func:`parse_dump` reads back exactly what
-:func:`format_dump` writes: names, ids, frames and stacks.
+for another line, nor crafted header text for another field: a coroutine
+is plain only without a comma, a state only without ``]``.  So every line
+is read in one pass from left to right, in time linear in its length.
+:func:`parse_dump` reads back exactly what :func:`format_dump` writes:
+names, ids, frames and stacks.
+
+A task whose loop is not running says ``loop=not running`` where older
+dumps said ``loop_thread=None``; both read back as ``thread_ident=None``.
+
+Numbers are checked as they are read, in both forms: every integer has at
+most 20 digits (``2**64 - 1`` at most) and only the pid may be negative;
+the time is a finite number.  Anything else is a ``ValueError``.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -34,26 +45,42 @@ from ._model import Frame, Info, Snapshot, TaskInfo, ThreadInfo, format_frames, 
 JSON_FORMAT = "leakcheck-snapshot"
 JSON_VERSION = 1
 
-_LITERAL = r"'(?:[^'\\]|\\.)*'" r'|"(?:[^"\\]|\\.)*"'  # a Python string literal, as repr() writes it
-_ONE_LITERAL = re.compile(_LITERAL)
+# A Python string literal, as repr() writes it.  Written as runs of plain characters between escapes,
+# never as a repeated alternative: the regex engine then keeps no state per character, and a literal
+# that never closes is given up in one pass.
+_LITERAL = r"'[^'\\]*(?:\\.[^'\\]*)*'" r'|"[^"\\]*(?:\\.[^"\\]*)*"'
+# The same, with only the escapes repr() writes (and the other one-letter ones): literal_eval warns about
+# any other escape, such as \i, where parse_dump must refuse it.  Checked on a field once it has matched.
+_ESCAPE = r"\\(?:[\\'\"abfnrtv]|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})"
+_ONE_LITERAL = re.compile(rf"'[^'\\]*(?:{_ESCAPE}[^'\\]*)*'|\"[^\"\\]*(?:{_ESCAPE}[^\"\\]*)*\"")
 _STRING = rf"(?P<name>{_LITERAL})"
+_ESCAPED = rf"\\(?:{_LITERAL})"  # a backslash and a string literal: text that is not plain
 _HEAD = re.compile(
     r"leakcheck snapshot of pid (?P<pid>-?\d+) \(taken at (?P<taken_at>[^)]+)\): "
     r"(?P<threads>\d+) threads?, (?P<tasks>\d+) tasks?"
 )
+_TIME = re.compile(r"-?\d+(?:\.\d+)?(?:e[+-]?\d+)?")  # as repr() writes a finite float
 _THREAD = re.compile(
     rf"Thread {_STRING} \(ident=(?P<ident>\d+), native_id=(?P<native_id>None|\d+), "
     r"daemon=(?P<daemon>True|False)\) \[(?P<state>running|starting)\]:"
 )
+# Every field ends where it must: a plain coroutine holds no comma, a plain state no "]", and escaped
+# text ends with its literal.  So no text can pass for another field, and matching never backtracks
+# over more than one field: the time is linear in the length of the line, whatever the line.
 _TASK = re.compile(
-    rf"Task {_STRING} \(id=0x(?P<id>[0-9a-f]+), coro=(?P<coro>.*), "
-    rf"loop_thread=(?P<thread_ident>None|\d+)\) \[(?P<state>\\(?:{_LITERAL})|[^\]]*)\]:"
+    rf"Task {_STRING} \(id=0x(?P<id>[0-9a-f]+), coro=(?P<coro>{_ESCAPED}|[^,\\][^,]*), "
+    r"(?:loop_thread=(?P<thread_ident>None|\d+)|loop=not running)\) "  # loop_thread=None: older dumps
+    rf"\[(?P<state>{_ESCAPED}|[^\]]*)\]:"
 )
 _FRAME = re.compile(
-    rf'  File (?:"(?P<plain_filename>[^"]*)"|(?P<filename>\\(?:{_LITERAL}))), line (?P<lineno>\d+), in (?P<function>.*)'
+    rf'  File (?:"(?P<plain_filename>[^"]*)"|(?P<filename>{_ESCAPED})), line (?P<lineno>\d+), in (?P<function>.*)'
 )
 _SOURCE_PREFIX = "    "
 _AWAITING_PREFIX = "  Awaiting "
+
+MAX_INT = 2**64 - 1
+"""The largest integer of a snapshot: idents, ids, native ids and line numbers are 64-bit at most."""
+_MAX_DIGITS = len(str(MAX_INT))
 
 
 def _plural(count: int, noun: str) -> str:
@@ -89,6 +116,16 @@ class _Lines:
         """An error about line ``number``, by default the last line taken."""
         return ValueError(f"not a leakcheck dump: line {number or self.number}: {message}")
 
+    def integer(self, digits: str, what: str, number: Optional[int] = None, base: int = 10) -> int:
+        """``digits`` (matched by ``-?\\d+`` or hex digits) as an int of a snapshot, else an error naming ``what``."""
+        # Never hand int() a long string: converting one takes time quadratic in its length (3.10), or is refused.
+        if len(digits.lstrip("-")) <= _MAX_DIGITS:
+            value = int(digits, base)
+            if abs(value) <= MAX_INT:
+                return value
+        shown = digits if len(digits) <= 30 else digits[:30] + "..."
+        raise self.error(f"{what} out of range: {shown}", number)
+
 
 def _frames(lines: _Lines) -> Tuple[Frame, ...]:
     frames: List[Frame] = []
@@ -98,6 +135,7 @@ def _frames(lines: _Lines) -> Tuple[Frame, ...]:
         if found is None:
             return tuple(frames)
         lines.take()
+        frame_number = lines.number
         source = lines.peek()
         text = ""
         if source is not None and source.startswith(_SOURCE_PREFIX):
@@ -105,15 +143,24 @@ def _frames(lines: _Lines) -> Tuple[Frame, ...]:
         filename = found["plain_filename"]
         if filename is None:
             filename = _text(found["filename"], lines)
-        frames.append(Frame(filename, int(found["lineno"]), _text(found["function"], lines), _text(text, lines)))
+        lineno = lines.integer(found["lineno"], "line number", frame_number)
+        frames.append(Frame(filename, lineno, _text(found["function"], lines), _text(text, lines)))
+
+
+def _literal(literal: str) -> Optional[str]:
+    """The str a string literal as repr() writes it stands for, or ``None`` for anything else."""
+    if not _ONE_LITERAL.fullmatch(literal):  # never hand literal_eval anything else: deep expressions crash it
+        return None
+    try:
+        text = ast.literal_eval(literal)
+    except (ValueError, SyntaxError):  # a character that ends the line for Python's tokenizer, such as \r
+        return None
+    return text if isinstance(text, str) else None
 
 
 def _name(found: re.Match[str], lines: _Lines) -> str:
-    try:
-        name = ast.literal_eval(found["name"])
-    except (ValueError, SyntaxError):
-        name = None
-    if not isinstance(name, str):
+    name = _literal(found["name"])
+    if name is None:
         raise lines.error(f"bad name {found['name'][:80]}")
     return name
 
@@ -122,19 +169,14 @@ def _text(field: str, lines: _Lines) -> str:
     """A field as :func:`~leakcheck._model.shown` wrote it: plain, or a backslash and a string literal."""
     if not field.startswith("\\"):
         return field
-    text = None
-    if _ONE_LITERAL.fullmatch(field, 1):  # never hand literal_eval anything else: deep expressions crash it
-        try:
-            text = ast.literal_eval(field[1:])
-        except (ValueError, SyntaxError):  # a bad escape such as \x
-            pass
-    if not isinstance(text, str):
+    text = _literal(field[1:])
+    if text is None:  # a bad escape such as \x or \i
         raise lines.error(f"bad escaped text {field[:80]}")
     return text
 
 
-def _optional_int(text: str) -> Optional[int]:
-    return None if text == "None" else int(text)
+def _optional_int(text: Optional[str], what: str, lines: _Lines) -> Optional[int]:
+    return None if text in (None, "None") else lines.integer(text, what)
 
 
 def _block(lines: _Lines) -> Info:
@@ -143,10 +185,12 @@ def _block(lines: _Lines) -> Info:
     thread = _THREAD.fullmatch(header)
     if thread is not None:
         name = _name(thread, lines)
+        ident = lines.integer(thread["ident"], "ident")
+        native_id = _optional_int(thread["native_id"], "native_id", lines)
         frames = _frames(lines)
         info: Info = ThreadInfo(
-            ident=int(thread["ident"]),
-            native_id=_optional_int(thread["native_id"]),
+            ident=ident,
+            native_id=native_id,
             name=name,
             daemon=thread["daemon"] == "True",
             frames=frames,
@@ -157,19 +201,24 @@ def _block(lines: _Lines) -> Info:
         return info
     task = _TASK.fullmatch(header)
     if task is None:
-        raise lines.error(f"expected a 'Thread ...' or 'Task ...' header, not {header!r}")
+        shown = repr(header) if len(header) <= 200 else f"{header[:200]!r}..."
+        raise lines.error(f"expected a 'Thread ...' or 'Task ...' header, not {shown}")
     name = _name(task, lines)
+    task_id = lines.integer(task["id"], "id", base=16)
+    coro = _text(task["coro"], lines)
+    state = _text(task["state"], lines)
+    thread_ident = _optional_int(task["thread_ident"], "loop_thread", lines)
     frames = _frames(lines)
     awaiting = ""
     following = lines.peek()
     if following is not None and following.startswith(_AWAITING_PREFIX):
         awaiting = _text(lines.take()[len(_AWAITING_PREFIX) :], lines)
     return TaskInfo(
-        id=int(task["id"], 16),
+        id=task_id,
         name=name,
-        coro=_text(task["coro"], lines),
-        state=_text(task["state"], lines),
-        thread_ident=_optional_int(task["thread_ident"]),
+        coro=coro,
+        state=state,
+        thread_ident=thread_ident,
         frames=frames,
         awaiting=awaiting,
         stack=task_stack(frames, awaiting),
@@ -190,10 +239,11 @@ def parse_dump(text: str) -> Snapshot:
     head = _HEAD.fullmatch(lines.take())
     if head is None:
         raise lines.error("expected 'leakcheck snapshot of pid N (taken at T): ...'")
-    try:
-        taken_at = float(head["taken_at"])
-    except ValueError:
-        raise lines.error(f"bad time {head['taken_at']!r}") from None
+    pid = lines.integer(head["pid"], "pid")
+    counts = (lines.integer(head["threads"], "thread count"), lines.integer(head["tasks"], "task count"))
+    taken_at = float(head["taken_at"]) if _TIME.fullmatch(head["taken_at"]) else math.nan
+    if not math.isfinite(taken_at):  # also 1e999, which float() reads as inf
+        raise lines.error(f"bad time {head['taken_at'][:40]!r}")
     threads: List[ThreadInfo] = []
     tasks: List[TaskInfo] = []
     while lines.peek() is not None:
@@ -206,12 +256,12 @@ def parse_dump(text: str) -> Snapshot:
             threads.append(info)
         else:
             tasks.append(info)
-    if (len(threads), len(tasks)) != (int(head["threads"]), int(head["tasks"])):
+    if (len(threads), len(tasks)) != counts:
         raise ValueError(
-            f"not a leakcheck dump: the head counts {head['threads']} threads and {head['tasks']} tasks, "
+            f"not a leakcheck dump: the head counts {counts[0]} threads and {counts[1]} tasks, "
             f"the blocks {len(threads)} and {len(tasks)}"
         )
-    return Snapshot(threads=tuple(threads), tasks=tuple(tasks), pid=int(head["pid"]), taken_at=taken_at)
+    return Snapshot(threads=tuple(threads), tasks=tuple(tasks), pid=pid, taken_at=taken_at)
 
 
 # -- JSON
@@ -254,7 +304,8 @@ def to_json(snapshot: Snapshot) -> str:
             for info in snapshot.tasks
         ],
     }
-    return json.dumps(document, separators=(",", ":"))  # compact: the indenting encoder is pure Python, and slow
+    # compact: the indenting encoder is pure Python, and slow; never NaN or Infinity, which are not JSON
+    return json.dumps(document, separators=(",", ":"), allow_nan=False)
 
 
 _INT = (int,)
@@ -262,12 +313,36 @@ _OPTIONAL_INT = (int, type(None))
 _NUMBER = (int, float)
 
 
-def _field(record: Any, key: str, kinds: Tuple[type, ...], where: str) -> Any:
+class _OutOfRange:
+    """A JSON number no snapshot holds (too many digits, NaN, infinite), kept so that the error names its field."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text if len(text) <= 30 else text[:30] + "..."
+
+
+def _json_int(text: str) -> Union[int, _OutOfRange]:
+    # Checked before int(): converting a long string takes time quadratic in its length (3.10), or is refused.
+    return int(text) if len(text.lstrip("-")) <= _MAX_DIGITS else _OutOfRange(text)
+
+
+def _json_float(text: str) -> Union[float, _OutOfRange]:
+    value = float(text)
+    return value if math.isfinite(value) else _OutOfRange(text)  # 1e999 is inf
+
+
+def _field(record: Any, key: str, kinds: Tuple[type, ...], where: str, signed: bool = False) -> Any:
+    """``record[key]``, of one of ``kinds``; an int is at most :data:`MAX_INT`, and not negative unless ``signed``."""
     if not isinstance(record, dict) or key not in record:
         raise ValueError(f"not a leakcheck snapshot: {where} has no {key!r}")
     value = record[key]
+    if isinstance(value, _OutOfRange):
+        raise ValueError(f"not a leakcheck snapshot: {where}.{key} is out of range: {value.text}")
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):  # True is an int too
         raise ValueError(f"not a leakcheck snapshot: {where}.{key} is {type(value).__name__}")
+    if isinstance(value, int) and not isinstance(value, bool) and not (-MAX_INT if signed else 0) <= value <= MAX_INT:
+        raise ValueError(f"not a leakcheck snapshot: {where}.{key} is out of range: {value}")
     return value
 
 
@@ -286,20 +361,26 @@ def _frames_from_json(record: Any, where: str) -> Tuple[Frame, ...]:
     return tuple(frames)
 
 
+def _no_constant(name: str) -> _OutOfRange:
+    return _OutOfRange(name)  # NaN, Infinity, -Infinity: Python's json reads them, JSON has none
+
+
 def from_json(text: Union[str, bytes]) -> Snapshot:
     """Read a snapshot written by :func:`to_json`; ``ValueError`` names what is wrong with any other text."""
     if not isinstance(text, (str, bytes, bytearray)):
         raise TypeError(f"from_json takes a JSON document as str or bytes, not {type(text).__name__}")
     try:
-        document = json.loads(text)
+        document = json.loads(text, parse_int=_json_int, parse_float=_json_float, parse_constant=_no_constant)
     except ValueError as error:  # also bytes that are not UTF-8
         raise ValueError(f"not a leakcheck snapshot: {error}") from None
     except RecursionError:
         raise ValueError("not a leakcheck snapshot: nested too deeply") from None
     if not isinstance(document, dict) or document.get("format") != JSON_FORMAT:
         raise ValueError(f'not a leakcheck snapshot: no "format": "{JSON_FORMAT}" in the document')
-    if document.get("version") != JSON_VERSION:
-        raise ValueError(f"unsupported leakcheck snapshot version {document.get('version')!r}")
+    version = document.get("version")
+    if type(version) is not int or version != JSON_VERSION:  # not True, nor 1.0
+        shown = version.text if isinstance(version, _OutOfRange) else repr(version)
+        raise ValueError(f"unsupported leakcheck snapshot version {shown}")
     threads = []
     for index, record in enumerate(_field(document, "threads", (list,), "snapshot")):
         where = f"threads[{index}]"
@@ -334,6 +415,6 @@ def from_json(text: Union[str, bytes]) -> Snapshot:
     return Snapshot(
         threads=tuple(threads),
         tasks=tuple(tasks),
-        pid=_field(document, "pid", _INT, "snapshot"),
-        taken_at=float(_field(document, "taken_at", _NUMBER, "snapshot")),
+        pid=_field(document, "pid", _INT, "snapshot", signed=True),
+        taken_at=float(_field(document, "taken_at", _NUMBER, "snapshot")),  # an int of 20 digits at most: no overflow
     )

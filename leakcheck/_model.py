@@ -190,8 +190,14 @@ class TaskInfo(_Record):
 
     @property
     def header(self) -> str:
+        """The dump line that introduces this task's stack.
+
+        A coroutine is shown plain only without a comma, a state only without
+        ``]``: crafted text in either can never pass for another field.
+        """
+        loop = "loop=not running" if self.thread_ident is None else f"loop_thread={self.thread_ident}"
         return (
-            f"Task {self.name!r} (id=0x{self.id:x}, coro={shown(self.coro)}, loop_thread={self.thread_ident}) "
+            f"Task {self.name!r} (id=0x{self.id:x}, coro={shown(self.coro, ',')}, {loop}) "
             f"[{shown(self.state, ']')}]:"
         )
 

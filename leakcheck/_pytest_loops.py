@@ -63,7 +63,8 @@ def is_anyio_runner_task(info: Info) -> bool:
 def anyio_runner_lease(item: Any) -> Optional[ContextManager[Any]]:
     """A lease that keeps anyio's asyncio test runner for ``item`` open, yielding its loop.
 
-    ``None`` when ``item`` is not an anyio test on the asyncio backend.
+    ``None`` when ``item`` is not an anyio test on the asyncio backend; the lease
+    yields ``None`` when the runner anyio hands out has no asyncio loop.
     """
     plugin = sys.modules.get("anyio.pytest_plugin")
     funcargs = getattr(item, "funcargs", None)
@@ -91,7 +92,11 @@ def last_lease() -> bool:
 
 @contextlib.contextmanager
 def _lease(get_runner: Any, options: Any) -> Iterator[Any]:
+    # get_runner() hands out the runner that is already open, whatever its backend: a trio
+    # runner that a wider-scoped fixture holds has no loop to lease, and must not break the test.
     with get_runner("asyncio", options) as runner:
-        loop = runner.get_loop()
-        allow_driving(loop)
+        get_loop = getattr(runner, "get_loop", None)
+        loop = get_loop() if callable(get_loop) else None
+        if loop is not None:
+            allow_driving(loop)
         yield loop

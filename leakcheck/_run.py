@@ -6,10 +6,15 @@ the interpreter from exiting (threads that are not daemons, and the tasks
 still pending on their loops) gets a short grace period to end; what is left
 is printed to stderr with its stacks.  Then the process waits for it, as
 Python always does, or, with ``--fail``, exits at once with status 1.
+
+A program that cannot be found (no such file, no such module, a package
+without ``__main__``) is a usage error; an error the program raises, even an
+``ImportError`` while it imports, is its own and is shown as Python shows it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import runpy
 import sys
@@ -20,7 +25,8 @@ from typing import List, Optional, Sequence
 
 from ._model import Info, describe_block
 from ._snapshot import snapshot
-from ._threads import ThreadProbe, executor_of, live_threads, waits_for_work
+from ._stack_top import waits_for_work
+from ._threads import ThreadProbe, executor_of, live_threads
 from ._wait import backoff_deadlines
 
 
@@ -69,16 +75,68 @@ def _report(blockers: List[Info], fail: bool) -> str:
     return f"leakcheck: the main code has finished, but {counts} {keep} the process alive; {then}:\n\n{blocks}"
 
 
+class NotRunnable(Exception):
+    """The module to run cannot be found: a usage error, with Python's own words for it."""
+
+
+def _find_module(name: str) -> None:
+    """Raise :class:`NotRunnable` where ``python -m name`` would say that it cannot find the module to run.
+
+    The same steps as ``runpy`` takes, with public calls only.  Like Python,
+    this imports the parent packages of ``name``: an error raised by their
+    code (but an ``ImportError`` naming a missing parent) is the program's
+    own and propagates.
+    """
+    if not name:
+        raise NotRunnable("run -m needs a module name")
+    if name.startswith("."):
+        raise NotRunnable("Relative module names not supported")
+    parent = name.rpartition(".")[0]
+    if parent:
+        try:
+            __import__(parent)
+        except ImportError as error:  # a missing parent is found missing below; any other error is the program's
+            if error.name is None or (error.name != parent and not parent.startswith(error.name + ".")):
+                raise
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, AttributeError, TypeError, ValueError) as error:
+        hint = f". Try using '{name[:-3]}' instead of '{name}' as the module name." if name.endswith(".py") else ""
+        raise NotRunnable(
+            f"Error while finding module specification for {name!r} ({type(error).__name__}: {error}){hint}"
+        ) from None
+    if spec is None:
+        raise NotRunnable(f"No module named {name}")
+    if spec.submodule_search_locations is not None:  # a package: run its __main__
+        if name == "__main__" or name.endswith(".__main__"):
+            raise NotRunnable("Cannot use package as __main__ module")
+        try:
+            _find_module(f"{name}.__main__")
+        except NotRunnable as problem:
+            if name not in sys.modules:
+                raise
+            raise NotRunnable(f"{problem}; {name!r} is a package and cannot be directly executed") from None
+        return
+    if spec.loader is None:
+        raise NotRunnable(f"{name!r} is a namespace package and cannot be executed")
+
+
 def run_program(program: str, args: Sequence[str], module: bool, fail: bool, timeout: float) -> int:
-    """Run ``program`` (a script path, or a module name if ``module``) as ``__main__``; its exit status."""
+    """Run ``program`` (a script path, or a module name if ``module``) as ``__main__``; its exit status.
+
+    Raises :class:`NotRunnable` when there is no module ``program`` to run.
+    """
     sys.argv = [program, *args]
     status = 0
     try:
         if module:
+            _find_module(program)
             runpy.run_module(program, run_name="__main__", alter_sys=True)
         else:
             sys.path.insert(0, os.path.dirname(os.path.abspath(program)))
             runpy.run_path(program, run_name="__main__")
+    except NotRunnable:
+        raise
     except SystemExit as exit_request:
         status = _exit_status(exit_request.code)
     except BaseException:  # the program's own error: shown as Python would show it

@@ -15,7 +15,6 @@ from typing import AbstractSet, Any, FrozenSet, Hashable, List, Optional, Sequen
 
 from ._frames import as_text, safely, thread_frames
 from ._model import ThreadInfo, format_frames
-from ._stack_top import waits_for_work as waits_for_work  # TODO(owner): import from _stack_top in _run and _compare
 
 _helpers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 _SELF_MODULES = ("leakcheck.",)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import os
 import subprocess
@@ -11,6 +13,7 @@ import threading
 import helpers
 import pytest
 
+import leakcheck
 from leakcheck import serve_stacks
 
 # The CLI runs in a child process and reads this process's endpoint: the thread under test lives
@@ -100,8 +103,13 @@ def test_check_by_pid_through_the_agent():
     [
         ((), "the following arguments are required: COMMAND"),
         (("check", "http://127.0.0.1:1/"), "check needs at least one --absent or --present keyword"),
-        (("check", "nowhere", "--absent", "x"), "the target must be an http:// or https:// URL"),
-        (("check", "0", "--absent", "x"), "positive pid"),
+        (("check", "nowhere", "--absent", "x"), "the target must be a PID or an http:// or https:// URL"),
+        (("stacks", "notapid"), "the target must be a PID or an http:// or https:// URL, not 'notapid'"),
+        (("stacks", "localhost:6060"), "the target must be a PID or an http:// or https:// URL"),
+        (("stacks", "ftp://localhost/"), "the target must be an http:// or https:// URL"),
+        (("stacks", "http://localhost:99999/"), "bad port in 'http://localhost:99999/'"),
+        (("check", "0", "--absent", "x"), "the target must be a positive PID, not 0"),
+        (("stacks", "-5"), "the target must be a positive PID, not -5"),
         (("check", "http://127.0.0.1:1/", "--absent", "x", "--timeout", "-1"), "--timeout must be"),
         (("stacks", "123", "--token", "t"), "--token goes with a URL target"),
         (("frobnicate",), "invalid choice: 'frobnicate'"),
@@ -120,6 +128,56 @@ def test_an_unreachable_target_exits_2():
     result = cli("check", closed.url, "--absent", "follow_logs")
     assert result.returncode == 2
     assert "cannot reach" in result.stderr
+
+
+@contextlib.contextmanager
+def answering(body: bytes):
+    """The URL of an HTTP endpoint on loopback that answers every GET with ``body``; stopped and joined on exit."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.HTTPServer(("127.0.0.1", 0), Handler) as endpoint:
+        thread = threading.Thread(target=endpoint.serve_forever, name="fake-endpoint", daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{endpoint.server_address[1]}/"
+        finally:
+            endpoint.shutdown()
+            thread.join(10)
+
+
+SNAPSHOT_TAKEN_AT = '{"format":"leakcheck-snapshot","version":1,"pid":4242,"taken_at":TAKEN_AT,"threads":[],"tasks":[]}'
+
+
+@pytest.mark.parametrize("taken_at", ["1" + "0" * 309, "NaN"])
+def test_an_answer_with_a_time_no_float_holds_exits_2_without_a_traceback(taken_at):
+    # 1 and 309 zeros once escaped as an OverflowError, with a traceback and exit status 1.
+    with answering(SNAPSHOT_TAKEN_AT.replace("TAKEN_AT", "1764201301.25").encode()) as url:
+        fitting = cli("check", url, "--absent", MISSING)
+        assert (fitting.returncode, fitting.stdout, fitting.stderr) == (0, "", "")
+    with answering(SNAPSHOT_TAKEN_AT.replace("TAKEN_AT", taken_at).encode()) as url:
+        for args in (("check", url, "--absent", MISSING), ("stacks", url)):
+            result = cli(*args)
+            assert result.returncode == 2, result.stderr
+            assert result.stdout == ""
+            assert "Traceback" not in result.stderr
+            (line,) = result.stderr.splitlines()
+            assert line.startswith(f"python -m leakcheck: error: {url} did not answer with a leakcheck snapshot")
+            assert "snapshot.taken_at is out of range" in line
+
+
+def test_version():
+    result = cli("--version")
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"leakcheck {leakcheck.__version__}\n", "")
+    assert leakcheck.__version__.count(".") == 2
 
 
 def test_help_lists_both_commands():

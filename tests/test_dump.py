@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import math
 import threading
+import time
+import warnings
+from pathlib import Path
 
 import helpers
 import pytest
@@ -12,16 +17,33 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from leakcheck import Frame, Snapshot, TaskInfo, ThreadInfo, parse_dump, snapshot
+from leakcheck._dump import MAX_INT
 from leakcheck._model import format_frames, task_stack
 
 # -- strategies: any text anywhere; odd text is escaped in the dump and reads back exactly
 
 ANY_TEXT = st.text(max_size=30)
 QUALNAME = st.from_regex(r"[A-Za-z_<>][A-Za-z0-9_.<>]{0,30}", fullmatch=True)
+# Text crafted to pass for the fields of a task header that follow the coroutine or the state.
+HEADER_TAILS = [
+    "], loop_thread=5) [",
+    "x, loop_thread=5) [pending",
+    "x, loop_thread=None) [done]:",
+    "x, loop=not running) [pending]:",
+    "a, b",
+    "x) [y",
+    "]:",
+    "\\'pending'",
+    "\\'x', loop_thread=1) [\\'y'",
+]
 # Mostly the usual, sometimes the crafted: a line break, a fake frame, a bracket, quotes, a leading backslash.
-AWKWARD = st.sampled_from(['x\n  File "y", line 1, in z', "a]b", "\\n", " padded ", "", '"', "\x85", "\u2028"])
+AWKWARD = st.sampled_from(
+    ['x\n  File "y", line 1, in z', "a]b", "\\n", " padded ", "", '"', "\x85", "\u2028", *HEADER_TAILS]
+)
 NAME_LIKE = QUALNAME | ANY_TEXT | AWKWARD
-IDENT = st.integers(min_value=0, max_value=2**64)
+IDENT = st.integers(min_value=0, max_value=MAX_INT)
+# Any text, with crafted header fields spliced in.
+HEADER_TEXT = st.lists(ANY_TEXT | st.sampled_from(HEADER_TAILS), max_size=4).map("".join)
 
 
 @st.composite
@@ -52,8 +74,8 @@ def task_infos(draw: st.DrawFn) -> TaskInfo:
     return TaskInfo(
         id=draw(IDENT),
         name=draw(st.text(max_size=20)),
-        coro=draw(NAME_LIKE),
-        state=draw(st.sampled_from(["pending", "cancelling", "done"]) | NAME_LIKE),
+        coro=draw(NAME_LIKE | HEADER_TEXT),
+        state=draw(st.sampled_from(["pending", "cancelling", "done"]) | NAME_LIKE | HEADER_TEXT),
         thread_ident=draw(st.none() | IDENT),
         frames=stack,
         awaiting=awaiting,
@@ -165,6 +187,118 @@ def test_a_live_snapshot_with_a_task_reads_back_in_both_forms():
         assert task.state == "pending"
 
 
+def _readme_dump_example() -> str:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### The dump format") :]
+    return section[section.index("```text\n") + len("```text\n") : section.index("```\n", 1)]
+
+
+def test_the_dump_example_of_the_readme_is_what_the_parser_reads_and_the_writer_writes():
+    example = _readme_dump_example()
+    parsed = parse_dump(example)
+    assert [info.name for info in (*parsed.threads, *parsed.tasks)] == ["MainThread", "follow-logs", "flush-metrics"]
+    assert [task.thread_ident for task in parsed.tasks] == [140207, None]
+    assert str(parsed) == example
+
+
+def test_a_task_whose_loop_is_not_running_says_so_and_reads_back():
+    task = TaskInfo(
+        id=0x7F3A9E,
+        name="flush-metrics",
+        coro="app.flush_metrics",
+        state="pending",
+        thread_ident=None,
+        frames=(),
+        awaiting="Future",
+        stack=task_stack((), "Future"),
+    )
+    text = str(Snapshot(threads=(), tasks=(task,), pid=1, taken_at=2.0))
+    assert "Task 'flush-metrics' (id=0x7f3a9e, coro=app.flush_metrics, loop=not running) [pending]:\n" in text
+    assert "None" not in text
+    assert parse_dump(text).tasks == (task,)
+    assert Snapshot.from_json(parse_dump(text).to_json()).tasks[0].thread_ident is None
+
+
+def test_an_older_dump_saying_loop_thread_none_still_reads_back():
+    older = (
+        "leakcheck snapshot of pid 4242 (taken at 1764201301.25): 0 threads, 1 task\n\n"
+        "Task 'follow-logs' (id=0x7f3a2c, coro=app.follow_logs, loop_thread=None) [pending]:\n"
+        '  File "/srv/app.py", line 30, in app.follow_logs\n'
+        "    line = await queue.get()\n"
+        "  Awaiting Future\n"
+    )
+    (task,) = parse_dump(older).tasks
+    assert (task.name, task.id, task.coro, task.thread_ident, task.state) == (
+        "follow-logs",
+        0x7F3A2C,
+        "app.follow_logs",
+        None,
+        "pending",
+    )
+    assert task.frames == (Frame("/srv/app.py", 30, "app.follow_logs", "line = await queue.get()"),)
+    assert str(parse_dump(older)) == older.replace("loop_thread=None", "loop=not running")
+
+
+def test_a_live_task_on_a_loop_that_is_not_running_says_so_and_reads_back():
+    async def flush_metrics(never: asyncio.Event) -> None:
+        await never.wait()
+
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(flush_metrics(asyncio.Event()), name="idle-loop-task")
+        loop.run_until_complete(asyncio.sleep(0))  # one step: the task waits on its event, the loop stops
+        taken = snapshot()
+    finally:
+        task.cancel()
+        loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+        loop.close()
+    info = next(info for info in taken.tasks if info.name == "idle-loop-task")
+    assert info.thread_ident is None
+    assert ", loop=not running) [pending]:" in info.header
+    assert parse_dump(str(taken)) == taken
+
+
+# -- crafted coroutine and state text: no field passes for another
+
+
+@pytest.mark.parametrize("thread_ident", [140207, None])
+@pytest.mark.parametrize("field", ["coro", "state"])
+@pytest.mark.parametrize("text", HEADER_TAILS)
+def test_crafted_coroutine_or_state_text_reads_back_exactly(text, field, thread_ident):
+    fields = {"coro": "app.follow_logs", "state": "pending", field: text}
+    task = TaskInfo(
+        id=0x7F3A2C,
+        name="follow-logs",
+        thread_ident=thread_ident,
+        frames=(),
+        awaiting="",
+        stack="",
+        **fields,
+    )
+    parsed = parse_dump(str(Snapshot(threads=(), tasks=(task,), pid=1, taken_at=2.0)))
+    (back,) = parsed.tasks
+    assert (back.coro, back.state, back.thread_ident) == (task.coro, task.state, thread_ident)
+    assert back == task
+
+
+def test_a_state_holding_a_fake_loop_thread_keeps_the_real_one():
+    # The case of the report: the state came back as "b'", the loop thread as 5, the coroutine as the rest.
+    task = TaskInfo(
+        id=1, name="n", coro="c", state="a], loop_thread=5) [b", thread_ident=1, frames=(), awaiting="", stack=""
+    )
+    (back,) = parse_dump(str(Snapshot(threads=(), tasks=(task,), pid=1, taken_at=1.0))).tasks
+    assert (back.coro, back.state, back.thread_ident) == ("c", "a], loop_thread=5) [b", 1)
+
+
+@given(coro=HEADER_TEXT, state=HEADER_TEXT, thread_ident=st.none() | IDENT)
+@settings(max_examples=300)
+def test_any_coroutine_and_state_text_reads_back_exactly(coro, state, thread_ident):
+    task = TaskInfo(
+        id=1, name="n", coro=coro, state=state, thread_ident=thread_ident, frames=(), awaiting="", stack=""
+    )
+    assert parse_dump(str(Snapshot(threads=(), tasks=(task,), pid=1, taken_at=1.0))).tasks == (task,)
+
+
 def test_the_dump_format_documented_in_the_readme():
     info = ThreadInfo(
         ident=140207,
@@ -208,6 +342,77 @@ def test_text_that_is_not_a_dump_is_a_value_error_naming_the_line(text, message)
     assert message in str(raised.value)
 
 
+NUMBERS = (
+    "leakcheck snapshot of pid {pid} (taken at {time}): {threads} thread, 1 task\n\n"
+    "Thread 'w' (ident={ident}, native_id={native_id}, daemon=True) [running]:\n"
+    '  File "w.py", line {lineno}, in w.run\n'
+    "\n"
+    "Task 't' (id=0x{id}, coro=t.run, loop_thread={loop}) [pending]:\n"
+)
+FITTING = {"pid": 1, "time": "2.0", "threads": 1, "ident": 1, "native_id": 2, "lineno": 3, "id": "10", "loop": 1}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("time", "nan", "line 1: bad time 'nan'"),
+        ("time", "inf", "line 1: bad time 'inf'"),
+        ("time", "-inf", "line 1: bad time '-inf'"),
+        ("time", "1e999", "line 1: bad time '1e999'"),  # float() reads it as inf
+        ("time", "1" + "0" * 309, "line 1: bad time '1000"),
+        ("time", " 2.0", "line 1: bad time ' 2.0'"),  # float() would take it
+        ("pid", "1" + "0" * 20, "line 1: pid out of range: 1000"),
+        ("pid", "-" + "9" * 5000, "line 1: pid out of range: -999"),  # int() refuses so many digits, or is slow
+        ("threads", "9" * 5000, "line 1: thread count out of range: 999"),
+        ("ident", str(2**64), "line 3: ident out of range: 18446744073709551616"),
+        ("native_id", "9" * 5000, "line 3: native_id out of range: 999"),
+        ("lineno", "1" + "0" * 25, "line 4: line number out of range: 1000"),
+        ("id", "1" + "0" * 16, "line 6: id out of range: 1000"),
+        ("loop", str(2**64), "line 6: loop_thread out of range: 18446744073709551616"),
+    ],
+)
+def test_a_number_no_snapshot_holds_is_a_value_error_naming_the_line(field, value, message):
+    assert len(parse_dump(NUMBERS.format(**FITTING)).tasks) == 1
+    with pytest.raises(ValueError, match="not a leakcheck dump") as raised:
+        parse_dump(NUMBERS.format(**{**FITTING, field: value}))
+    assert message in str(raised.value)
+    assert len(str(raised.value)) < 200
+
+
+def test_the_largest_numbers_read_back_in_both_forms():
+    frame = Frame("w.py", MAX_INT, "w.run", "")
+    thread = ThreadInfo(
+        ident=MAX_INT, native_id=MAX_INT, name="w", daemon=True, frames=(frame,), stack=format_frames((frame,))
+    )
+    task = TaskInfo(
+        id=MAX_INT, name="t", coro="t.run", state="pending", thread_ident=MAX_INT, frames=(), awaiting="", stack=""
+    )
+    for pid, taken_at in ((MAX_INT, 1.7976931348623157e308), (-MAX_INT, -1.7976931348623157e308), (0, 5e-324)):
+        largest = Snapshot(threads=(thread,), tasks=(task,), pid=pid, taken_at=taken_at)
+        assert parse_dump(str(largest)) == largest
+        assert Snapshot.from_json(largest.to_json()) == largest
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("Thread '\\i' (ident=1, native_id=None, daemon=True) [running]:", "line 3: bad name '\\i'"),
+        ("Thread '\\777' (ident=1, native_id=None, daemon=True) [running]:", "line 3: bad name '\\777'"),
+        ("Task 't' (id=0x1, coro=\\'\\q', loop_thread=1) [pending]:", "line 3: bad escaped text \\'\\q'"),
+        ("Task 't' (id=0x1, coro=c, loop_thread=1) [\\'\\N{NO SUCH NAME}']:", "line 3: bad escaped text"),
+    ],
+)
+def test_an_escape_repr_never_writes_is_a_value_error_and_no_warning(line, message):
+    # literal_eval reads "\i" as a backslash and an i, with a warning (an error under -W error).
+    text = f"leakcheck snapshot of pid 1 (taken at 2.0): 1 thread, 0 tasks\n\n{line}\n"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="not a leakcheck dump") as raised:
+            parse_dump(text)
+    assert message in str(raised.value)
+    assert [str(warning.message) for warning in caught] == []
+
+
 def test_parse_dump_takes_only_str():
     with pytest.raises(TypeError, match="as str, not bytes"):
         parse_dump(b"leakcheck snapshot")  # type: ignore[arg-type]
@@ -222,8 +427,38 @@ def test_random_text_is_parsed_or_refused_with_a_value_error(text):
         pass
 
 
+SAMPLE_FRAMES = (Frame("/srv/app.py", 30, "app.follow_logs", "line = await queue.get()"),)
+SAMPLE = Snapshot(
+    threads=(
+        ThreadInfo(
+            ident=140207,
+            native_id=4242,
+            name="MainThread",
+            daemon=False,
+            frames=SAMPLE_FRAMES,
+            stack=format_frames(SAMPLE_FRAMES),
+        ),
+    ),
+    tasks=(
+        TaskInfo(
+            id=0x7F3A2C,
+            name="follow-logs",
+            coro="app.follow_logs",
+            state="pending",
+            thread_ident=140207,
+            frames=SAMPLE_FRAMES,
+            awaiting="Future",
+            stack=task_stack(SAMPLE_FRAMES, "Future"),
+        ),
+    ),
+    pid=4242,
+    taken_at=1764201301.25,
+)
+
+
 def _valid_document() -> dict:
-    return json.loads(snapshot().to_json())
+    assert Snapshot.from_json(SAMPLE.to_json()) == SAMPLE
+    return json.loads(SAMPLE.to_json())
 
 
 @pytest.mark.parametrize(
@@ -236,6 +471,22 @@ def _valid_document() -> dict:
         (lambda doc: doc["threads"][0].update(name=3), "threads[0].name is int"),
         (lambda doc: doc["threads"][0]["frames"].append({"filename": "f"}), "has no 'lineno'"),
         (lambda doc: doc.update(tasks={}), "snapshot.tasks is dict"),
+        (lambda doc: doc.update(version=True), "unsupported leakcheck snapshot version True"),
+        # numbers no snapshot holds: too long for a float, NaN, infinite, negative, past 64 bits
+        (lambda doc: doc.update(taken_at=10**309), "snapshot.taken_at is out of range: 1000000000"),
+        (lambda doc: doc.update(taken_at=math.nan), "snapshot.taken_at is out of range: NaN"),
+        (lambda doc: doc.update(taken_at=math.inf), "snapshot.taken_at is out of range: Infinity"),
+        (lambda doc: doc.update(taken_at=-math.inf), "snapshot.taken_at is out of range: -Infinity"),
+        (lambda doc: doc.update(pid=10**20), "snapshot.pid is out of range: 100000000000000000000"),
+        (lambda doc: doc.update(pid=-(2**64)), "snapshot.pid is out of range: -18446744073709551616"),
+        (lambda doc: doc["threads"][0].update(ident=-1), "threads[0].ident is out of range: -1"),
+        (lambda doc: doc["threads"][0].update(ident=2**64), "threads[0].ident is out of range: 18446744073709551616"),
+        (lambda doc: doc["threads"][0].update(native_id=-1), "threads[0].native_id is out of range: -1"),
+        (lambda doc: doc["threads"][0].update(ident=1.5), "threads[0].ident is float"),
+        (lambda doc: doc["threads"][0]["frames"][0].update(lineno=10**30), "frames[0].lineno is out of range: 1000"),
+        (lambda doc: doc["tasks"][0].update(id=-1), "tasks[0].id is out of range: -1"),
+        (lambda doc: doc["tasks"][0].update(thread_ident=2**64), "tasks[0].thread_ident is out of range"),
+        (lambda doc: doc["tasks"][0]["frames"][0].update(lineno=math.nan), "frames[0].lineno is out of range: NaN"),
     ],
 )
 def test_json_that_is_not_a_snapshot_is_a_value_error_saying_what_is_wrong(change, message):
@@ -244,6 +495,80 @@ def test_json_that_is_not_a_snapshot_is_a_value_error_saying_what_is_wrong(chang
     with pytest.raises(ValueError, match="snapshot") as raised:
         Snapshot.from_json(json.dumps(document))
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "1" + "0" * 309, "1" + "0" * 5000, "NaN", "Infinity"])
+def test_a_time_no_float_holds_is_a_value_error_naming_it(number):
+    text = SAMPLE.to_json()
+    assert '"taken_at":1764201301.25,' in text
+    with pytest.raises(ValueError, match=r"^not a leakcheck snapshot: snapshot\.taken_at is out of range: ") as raised:
+        Snapshot.from_json(text.replace('"taken_at":1764201301.25,', f'"taken_at":{number},'))
+    assert len(str(raised.value)) < 200
+
+
+def test_to_json_never_writes_what_from_json_refuses():
+    with pytest.raises(ValueError):
+        Snapshot(threads=(), tasks=(), pid=1, taken_at=math.nan).to_json()
+
+
+def _paths(value: object, path: tuple = ()):
+    """The path of every value in a JSON document, as keys and indexes."""
+    yield path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        yield from _paths(item, (*path, key))
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+PATHS = list(_paths(_valid_document()))[1:]
+NUMBERS_AT = ("version", "pid", "taken_at", "ident", "native_id", "lineno", "id", "thread_ident")
+NUMBER_PATHS = [path for path in PATHS if path[-1] in NUMBERS_AT]
+EXTREME_NUMBERS = [10**309, -(10**309), 10**30, 2**64, -1, -(2**64), 1e308, -0.0, math.nan, math.inf, -math.inf]
+
+
+def _read_or_refused(path: tuple, value: object) -> None:
+    document = _valid_document()
+    *parents, last = path
+    target = document
+    for key in parents:
+        target = target[key]
+    target[last] = value
+    try:
+        Snapshot.from_json(json.dumps(document))  # NaN and Infinity too: json.dumps writes them
+    except ValueError:
+        pass
+
+
+@pytest.mark.parametrize("value", EXTREME_NUMBERS)
+def test_an_extreme_number_in_any_numeric_field_is_read_or_refused_with_a_value_error(value):
+    assert len(NUMBER_PATHS) == 9  # each of NUMBERS_AT, and the line number of a task frame too
+    for path in NUMBER_PATHS:
+        _read_or_refused(path, value)
+
+
+@given(path=st.sampled_from(PATHS), value=JSON_VALUES)
+@settings(max_examples=300)
+def test_any_value_anywhere_in_the_json_is_read_or_refused_with_a_value_error(path, value):
+    _read_or_refused(path, value)
+
+
+SPLICED = st.text(alphabet="0123456789-+.eEinfaNx,()[]:'\"\\ \n", max_size=40) | st.text(max_size=20)
+
+
+@given(st.data())
+@settings(max_examples=400)
+def test_a_dump_with_any_text_spliced_in_is_read_or_refused_with_a_value_error(data):
+    text = str(SAMPLE)
+    start = data.draw(st.integers(0, len(text)))
+    end = data.draw(st.integers(start, min(len(text), start + 30)))
+    try:
+        parse_dump(text[:start] + data.draw(SPLICED) + text[end:])
+    except ValueError:
+        pass
 
 
 @pytest.mark.parametrize("text", ["", "{", "[]", "null", b"\xff\xfe"])
@@ -262,3 +587,65 @@ def test_a_parsed_snapshot_is_not_live():
     assert taken._census is not None
     assert parse_dump(str(taken))._census is None
     assert threading.main_thread().name in {info.name for info in parse_dump(str(taken)).threads}
+
+
+# -- reading takes time linear in the length of the text, whatever the text
+
+_TASK_DUMP = "leakcheck snapshot of pid 1 (taken at 2.0): 0 threads, 1 task\n\n"
+_THREAD_DUMP = (
+    "leakcheck snapshot of pid 1 (taken at 2.0): 1 thread, 0 tasks\n\n"
+    "Thread 'w' (ident=1, native_id=None, daemon=True) [running]:\n"
+)
+# Each makes a crafted dump of k repeats. A pattern that backtracks over a whole field, or a loop that
+# copies the rest of the text at each line, takes time in proportion to the square of the length.
+CRAFTED = {
+    "fake task fields": lambda k: _TASK_DUMP + "Task 'x' (id=0x1, coro=" + ", loop_thread=1) [" * k + "x",
+    "fake task fields, closed": lambda k: _TASK_DUMP + "Task 'x' (id=0x1, coro=c" + ", loop_thread=1) [" * k + "]]:",
+    "unclosed escaped state": lambda k: _TASK_DUMP + "Task 'x' (id=0x1, coro=c, loop_thread=1) [\\'" + "]:" * k,
+    "unclosed escaped coroutine": lambda k: _TASK_DUMP + "Task 'x' (id=0x1, coro=\\'" + "', loop_thread=1) [" * k,
+    "unclosed name": lambda k: _TASK_DUMP + "Task '" + "\\'" * k,
+    "unclosed file name": lambda k: _THREAD_DUMP + '  File "' + '", line 1, in ' * k,
+    "unclosed escaped file name": lambda k: _THREAD_DUMP + "  File \\'" + "', line 1, in \\'" * k,
+    "long escaped function": lambda k: _THREAD_DUMP + '  File "a", line 1, in \\\'' + "x\\n" * k + "'\n",
+    "long pid": lambda k: "leakcheck snapshot of pid " + "1" * k + " (taken at 2.0): 0 threads, 0 tasks\n",
+    "long time": lambda k: "leakcheck snapshot of pid 1 (taken at " + "1" * k + "): 0 threads, 0 tasks\n",
+    "many frames": lambda k: _THREAD_DUMP + '  File "a", line 1, in f\n' * k,
+    "many blank lines": lambda k: "leakcheck snapshot of pid 1 (taken at 2.0): 0 threads, 0 tasks\n" + "\n" * k,
+}
+
+
+def _cpu_seconds(text: str) -> float:
+    """The CPU time of this thread reading ``text``: other processes on a busy machine do not count."""
+    gc.disable()  # a collection of the whole test process would count too
+    try:
+        start = time.thread_time()
+        try:
+            parse_dump(text)
+        except ValueError:
+            pass
+        return time.thread_time() - start
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("crafted", CRAFTED.values(), ids=CRAFTED.keys())
+def test_reading_a_crafted_dump_takes_time_linear_in_its_length(crafted):
+    """A coarse guard against quadratic time; benchmarks/ is the place for the speed itself.
+
+    Four times the text should take four times as long; eight times, plus 50 ms, is allowed, where a
+    quadratic reader takes sixteen (1 MB of the first case once took 190 s). The best of three runs
+    leaves out the noise of a shared machine.
+    """
+    k = 1
+    while len(crafted(k)) < 64_000:
+        k *= 2
+    small, large = crafted(k), crafted(4 * k)
+    assert len(large) > 3.9 * len(small)
+    small_seconds = min(_cpu_seconds(small) for _ in range(3))
+    allowed = 8 * small_seconds + 0.05
+    runs = []
+    for _ in range(3):
+        runs.append(_cpu_seconds(large))
+        if runs[-1] < allowed or runs[-1] > 2 * allowed:  # passed, or far too slow to be noise
+            break
+    assert min(runs) < allowed, f"{len(small)} characters took {small_seconds:.4f} s, {len(large)} took {runs} s"

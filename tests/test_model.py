@@ -90,3 +90,37 @@ def test_a_pickled_live_snapshot_keeps_its_stacks_and_drops_its_identity_tokens(
     restored = pickle.loads(pickle.dumps(taken))
     assert restored == taken
     assert restored._census is None
+
+
+def test_a_task_header_names_the_thread_running_its_loop():
+    assert task_info().header == "Task 'follow-task' (id=0x10, coro=worker.follow, loop_thread=1) [pending]:"
+
+
+def test_a_task_header_says_when_its_loop_is_not_running():
+    idle = TaskInfo(
+        id=0x10,
+        name="follow-task",
+        coro="worker.follow",
+        state="pending",
+        thread_ident=None,
+        frames=(FRAME,),
+        awaiting="Future",
+        stack="  stack\n",
+    )
+    assert idle.header == "Task 'follow-task' (id=0x10, coro=worker.follow, loop=not running) [pending]:"
+
+
+@pytest.mark.parametrize(
+    ("coro", "state", "shown"),
+    [
+        ("worker.follow", "pending", "coro=worker.follow, loop_thread=1) [pending]:"),
+        ("x, loop_thread=5) [done", "pending", "coro=\\'x, loop_thread=5) [done', loop_thread=1) [pending]:"),
+        ("worker.follow", "a], loop_thread=5) [b", "coro=worker.follow, loop_thread=1) [\\'a], loop_thread=5) [b']:"),
+        ("<lambda>) [x", "x) [y", "coro=<lambda>) [x, loop_thread=1) [x) [y]:"),  # no comma, no "]": plain
+    ],
+)
+def test_a_task_header_escapes_coroutine_and_state_text_that_could_pass_for_other_fields(coro, state, shown):
+    task = TaskInfo(
+        id=0x10, name="t", coro=coro, state=state, thread_ident=1, frames=(), awaiting="", stack=""
+    )
+    assert task.header == f"Task 't' (id=0x10, {shown}"

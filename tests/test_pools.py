@@ -210,7 +210,7 @@ def test_a_thread_started_at_import_gets_a_hint_with_the_line_that_silences_it()
         del sys.modules[module.__name__]
 
 
-# --- tasks stranded on a closed loop (not pools, but capacity of the same kind: nobody can end them) ---------------------------------------------------------------------------------
+# --- tasks stranded on a closed loop: nobody can end them, and only cycles hold them -------------------------------
 
 
 async def parked() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
 import stat
 import subprocess
@@ -91,6 +93,74 @@ def test_fetch_snapshot_from_a_closed_server_is_a_remote_error():
 def test_fetch_snapshot_refuses_bad_arguments(url, kwargs, error, message):
     with pytest.raises(error, match=message):
         fetch_snapshot(url, **kwargs)
+
+
+@contextlib.contextmanager
+def answering(body: bytes):
+    """The URL of an HTTP endpoint on loopback that answers every GET with ``body``; stopped and joined on exit."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.HTTPServer(("127.0.0.1", 0), Handler) as endpoint:
+        thread = threading.Thread(target=endpoint.serve_forever, name="fake-endpoint", daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{endpoint.server_address[1]}/"
+        finally:
+            endpoint.shutdown()
+            thread.join(10)
+
+
+ANSWER = (
+    '{"format":"leakcheck-snapshot","version":1,"pid":PID,"taken_at":TAKEN_AT,"tasks":[],'
+    '"threads":[{"ident":IDENT,"native_id":null,"name":"MainThread","daemon":false,"stack":"",'
+    '"frames":[{"filename":"app.py","lineno":LINENO,"function":"app.main","line":""}]}]}'
+)
+
+
+def snapshot_answer(**numbers: str) -> bytes:
+    """A snapshot's JSON, with numbers written as given: as a crafted or broken endpoint may."""
+    text = ANSWER
+    fields = {"pid": "4242", "taken_at": "1764201301.25", "ident": "140207", "lineno": "12", **numbers}
+    for field, value in fields.items():
+        text = text.replace(field.upper(), value)
+    return text.encode()
+
+
+@pytest.mark.parametrize(
+    ("numbers", "message"),
+    [
+        ({"taken_at": "1" + "0" * 309}, "snapshot.taken_at is out of range: 1000"),  # once an OverflowError
+        ({"taken_at": "1e999"}, "snapshot.taken_at is out of range: 1e999"),
+        ({"taken_at": "NaN"}, "snapshot.taken_at is out of range: NaN"),
+        ({"pid": "9" * 5000}, "snapshot.pid is out of range: 999"),
+        ({"ident": "-1"}, "threads[0].ident is out of range: -1"),
+        ({"lineno": "18446744073709551616"}, "threads[0].frames[0].lineno is out of range: 18446744073709551616"),
+    ],
+)
+def test_an_answer_with_a_number_no_snapshot_holds_is_a_remote_error(numbers, message):
+    with answering(snapshot_answer()) as url:
+        assert [info.name for info in fetch_snapshot(url).threads] == ["MainThread"]  # the same, but fitting
+    with answering(snapshot_answer(**numbers)) as url:
+        with pytest.raises(RemoteError, match="did not answer with a leakcheck snapshot") as raised:
+            fetch_snapshot(url)
+        assert message in str(raised.value)
+        for assertion in (find_stacks, assert_stack_match):
+            with pytest.raises(RemoteError) as raised:
+                assertion("MainThread", source=url)
+            assert message in str(raised.value)
+        with pytest.raises(RemoteError) as raised:
+            assert_no_stack_match(MISSING, source=url)
+        assert message in str(raised.value)
 
 
 # -- source= on the keyword assertions

@@ -150,6 +150,79 @@ def test_run_a_module(tmp_path):
     assert "Thread 'stuck-follower'" in result.stderr
 
 
+def run_module(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m leakcheck run --fail ARGS`` in ``tmp_path``, which is on the path of modules."""
+    return subprocess.run(
+        [sys.executable, "-m", "leakcheck", "run", "--fail", "--timeout", "0.1", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path), "PATH": ""},
+        check=False,
+    )
+
+
+def write_modules(tmp_path, files: dict) -> None:
+    for name, source in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
+
+
+@pytest.mark.parametrize(
+    ("module", "message"),
+    [
+        ("no_such_module", "No module named no_such_module"),
+        ("no_such_package.follower", "No module named 'no_such_package'"),
+        ("library", "No module named library.__main__; 'library' is a package and cannot be directly executed"),
+        ("library.no_such_module", "No module named library.no_such_module"),
+        ("plain.py", "Try using 'plain' instead of 'plain.py' as the module name"),
+        (".plain", "Relative module names not supported"),
+        ("", "run -m needs a module name"),
+    ],
+)
+def test_a_module_that_cannot_be_found_is_a_usage_error(tmp_path, module, message):
+    write_modules(tmp_path, {"library/__init__.py": "", "plain.py": "print('plain ran')\n"})
+    result = run_module(tmp_path, "-m", module)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("python -m leakcheck run: error: ") and message in last
+    assert result.stdout == ("plain ran\n" if module == "plain.py" else "")  # python -m imports the parent too
+
+
+@pytest.mark.parametrize(
+    ("files", "module"),
+    [
+        ({"importing.py": "import no_such_dependency\n"}, "importing"),
+        ({"app/__init__.py": "import no_such_dependency\n", "app/__main__.py": ""}, "app"),
+        ({"app/__init__.py": "import no_such_dependency\n", "app/server.py": ""}, "app.server"),
+    ],
+    ids=["module", "package", "parent-package"],
+)
+def test_an_import_error_of_the_program_itself_is_shown_as_python_shows_it(tmp_path, files, module):
+    write_modules(tmp_path, files)
+    result = run_module(tmp_path, "-m", module)
+    python = subprocess.run(
+        [sys.executable, "-m", module], capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False
+    )
+    error = "ModuleNotFoundError: No module named 'no_such_dependency'"
+    assert (python.returncode, python.stderr.splitlines()[-1]) == (1, error)
+    assert result.returncode == python.returncode
+    assert result.stderr.startswith("Traceback (most recent call last):")
+    assert result.stderr.splitlines()[-1] == python.stderr.splitlines()[-1]
+    assert "usage:" not in result.stderr
+
+
+def test_a_package_runs_its_main_module(tmp_path):
+    write_modules(tmp_path, {"service/__init__.py": "", "service/__main__.py": STUCK})
+    result = run_module(tmp_path, "-m", "service", "x")
+    assert result.returncode == 1
+    assert "main done ['x']" in result.stdout
+    assert "Thread 'stuck-follower'" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

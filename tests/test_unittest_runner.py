@@ -7,6 +7,7 @@ waiting on an Event that ``tearDownModule`` sets, so every run ends cleanly.
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import subprocess
 import sys
@@ -492,3 +493,70 @@ def test_bad_option_values_are_usage_errors(tmp_path: Path, argument: str, optio
     assert errors[0].startswith(f"python -m leakcheck.unittest: error: {option}")
     assert "Traceback" not in proc.stderr
     assert "Ran " not in proc.stderr
+
+
+# -- the command itself
+
+
+def test_version(tmp_path: Path) -> None:
+    import leakcheck
+
+    proc = run_runner(tmp_path, "--version")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"leakcheck {leakcheck.__version__}\n", "")
+
+
+def test_an_abbreviation_is_left_to_unittest(tmp_path: Path) -> None:
+    # --ver is unittest's --verbose, not --version
+    write(tmp_path, "test_service.py", SERVICE)
+    proc = run_runner(tmp_path, FAST, "--ver", "test_service.ServiceTests.test_clean")
+    output = output_of(proc)
+    assert proc.returncode == 0, output
+    assert re.search(r"^test_clean \(test_service\.ServiceTests.*\) \.\.\. ok$", output, re.MULTILINE), output
+
+
+def test_the_public_names_import_as_before() -> None:
+    import unittest
+
+    from leakcheck.unittest import LeakCheckResult, main
+
+    assert issubclass(LeakCheckResult, unittest.TextTestResult)
+    assert callable(main)
+
+
+SPAWNING = """
+import multiprocessing
+import sys
+import unittest
+
+
+def report_imports(connection):
+    connection.send(sorted(name for name in ("asyncio", "leakcheck") if name in sys.modules))
+    connection.close()
+
+
+class SpawningTests(unittest.TestCase):
+    def test_spawns_a_child(self):
+        context = multiprocessing.get_context("START_METHOD")
+        receiving, sending = context.Pipe(duplex=False)
+        child = context.Process(target=report_imports, args=(sending,), name="spawned-child")
+        child.start()
+        sending.close()
+        imported = receiving.recv()
+        receiving.close()
+        child.join()
+        print(f"the spawned child imported {imported}", flush=True)
+        self.assertEqual(child.exitcode, 0)
+"""
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_a_child_spawned_by_a_test_does_not_import_leakcheck(tmp_path: Path, start_method: str) -> None:
+    """multiprocessing runs the main module again in a spawned child, unless it is named ``*.__main__``."""
+    if start_method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {start_method} start method here")
+    write(tmp_path, "test_spawning.py", SPAWNING.replace("START_METHOD", start_method))
+    proc = run_runner(tmp_path, FAST, "-v")
+    output = output_of(proc)
+    assert proc.returncode == 0, output
+    assert "the spawned child imported []" in output
+    assert "leakcheck:" not in output

@@ -1,23 +1,33 @@
 """``python -m leakcheck.unittest``: run a unittest suite with every test checked for leaks.
 
 Takes the arguments of ``python -m unittest`` (``discover``, module names,
-``-v``, ``-k``, ...), plus ``--leakcheck-timeout=SECONDS`` and
-``--leakcheck-kinds=threads,tasks``.  Each test's window runs from before
-``setUp`` to after its last cleanup; a leak is a failure of that test, with
-the stacks, and makes the exit status non-zero.  Tests that check themselves
-already (``@no_leaks``, ``LeakCheckTestCase``) are not checked twice.
+``-v``, ``-k``, ...), plus ``--leakcheck-timeout=SECONDS``,
+``--leakcheck-kinds=threads,tasks`` and ``--version``.  Each test's window
+runs from before ``setUp`` to after its last cleanup; a leak is a failure of
+that test, with the stacks, and makes the exit status non-zero.  Tests that
+check themselves already (``@no_leaks``, ``LeakCheckTestCase``) are not
+checked twice.
+
+The command runs from this package's ``__main__`` module.  ``multiprocessing``
+imports the main module again in every child it starts with the "spawn"
+method, unless the module's name ends in ``.__main__``: so those children
+import neither leakcheck nor this runner.  What the runner needs beyond
+``unittest`` is imported when it is first used.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import unittest
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
-from ._check import LeakCheck
-from ._options import KINDS, make_options, parse_kinds, parse_seconds
-from ._unittest import checks_itself, start_test_check
+from .._check import LeakCheck
+from .._options import make_options
+
+if TYPE_CHECKING:
+    import argparse
+
+__all__ = ["LeakCheckResult", "main"]
 
 _PROG = "python -m leakcheck.unittest"
 
@@ -29,20 +39,38 @@ class LeakCheckResult(unittest.TextTestResult):
 
     def startTest(self, test: unittest.TestCase) -> None:
         super().startTest(test)
-        if isinstance(test, unittest.TestCase) and not checks_itself(test):
-            start_test_check(test, self.check)
+        if isinstance(test, unittest.TestCase):
+            from .._unittest import checks_itself, start_test_check  # brings asyncio, for IsolatedAsyncioTestCase
+
+            if not checks_itself(test):
+                start_test_check(test, self.check)
 
 
-def _split_arguments(argv: Sequence[str]) -> Tuple[LeakCheck, List[str]]:
-    """Take leakcheck's own options out of ``argv``; the rest is for unittest."""
+def _parser() -> argparse.ArgumentParser:
+    import argparse
+
+    from .. import __version__
+    from .._options import KINDS
+
     parser = argparse.ArgumentParser(
         prog=_PROG,
         add_help=False,
+        # Only whole options are ours: an abbreviation such as --ver is unittest's (--verbose).
+        allow_abbrev=False,
         description="Run a unittest suite with every test checked for leaked threads and asyncio tasks. "
         "Takes the arguments of python -m unittest (below), and these:",
     )
     parser.add_argument("--leakcheck-timeout", metavar="SECONDS", help="grace period (default 1.0)")
     parser.add_argument("--leakcheck-kinds", metavar="KINDS", help=f"what to check: {','.join(KINDS)} (default: all)")
+    parser.add_argument("--version", action="version", version=f"leakcheck {__version__}")
+    return parser
+
+
+def _split_arguments(argv: Sequence[str]) -> Tuple[LeakCheck, List[str]]:
+    """Take leakcheck's own options out of ``argv``; the rest is for unittest."""
+    from .._options import parse_kinds, parse_seconds
+
+    parser = _parser()
     ours, rest = parser.parse_known_args(argv)
     options: Dict[str, Any] = {}
     try:
@@ -64,7 +92,3 @@ def main(argv: Optional[Sequence[str]] = None) -> Any:
     result_class = type("LeakCheckResult", (LeakCheckResult,), {"check": check})
     runner = type("LeakCheckRunner", (unittest.TextTestRunner,), {"resultclass": result_class})
     return unittest.main(module=None, argv=[_PROG, *rest], testRunner=runner)
-
-
-if __name__ == "__main__":
-    main()
