@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 from ._assertions import assert_no_stack_match, assert_stack_match, find_stacks
 from ._check import LeakCheck, find_leaks, no_leaks
-from ._matching import Matcher, ignore_any_function, ignore_globally, ignore_name, ignore_top_function
+from ._matching import (
+    BUILTIN_IGNORES,
+    Matcher,
+    ignore_any_function,
+    ignore_globally,
+    ignore_name,
+    ignore_top_function,
+    use_builtin_ignores,
+)
 from ._model import Frame, Snapshot, TaskInfo, ThreadInfo
 from ._report import LeakError, LeakReport, LeakWarning
 from ._snapshot import snapshot
@@ -30,6 +38,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "BUILTIN_IGNORES",
     "AsyncLeakCheckTestCase",
     "Frame",
     "LeakCheck",
@@ -59,6 +68,7 @@ __all__ = [
     "serve_stacks",
     "snapshot",
     "start_agent",
+    "use_builtin_ignores",
     "wsgi_app",
 ]
 

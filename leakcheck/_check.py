@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import functools
 import inspect
 import logging
 import sys
+import threading
 import warnings
 from types import TracebackType
 from typing import Any, Callable, Iterable, List, Optional, ParamSpec, Tuple, Type, TypeVar, Union, overload
@@ -26,6 +26,13 @@ C = TypeVar("C", bound=type)
 F = TypeVar("F", bound=Callable[..., Any])
 
 logger = logging.getLogger("leakcheck")
+
+# pytest leaves the frames of modules with this global out of its tracebacks.  A
+# leak's report is the message of its LeakError: leakcheck's own frames, with
+# their arguments and locals, would only bury it.  (unittest's counterpart,
+# ``__unittest``, is not set here: unittest would then also cut the frames of
+# the code a ``@no_leaks`` function runs out of its assertion failures.)
+__tracebackhide__ = True
 
 # Code that was interrupted, is exiting, or was abandoned (a generator closed
 # early, a cancelled task) did not run to its end: a leak check would only
@@ -70,8 +77,48 @@ def _warn_stacklevel() -> int:
     return level
 
 
-def act_on_report(report: LeakReport, options: Options, error: Optional[BaseException]) -> None:
+Location = Tuple[str, int, Optional[str]]
+"""Where a warning points: file name, line number and module name (None: taken from the file name)."""
+
+
+def location_of(code: object) -> Optional[Location]:
+    """Where the function ``code`` (or what it wraps) is defined, for a warning about it."""
+    try:
+        function = inspect.unwrap(code)  # type: ignore[arg-type]
+    except ValueError:  # a cycle of __wrapped__
+        function = code
+    function = getattr(function, "__func__", function)  # a bound method
+    body = getattr(function, "__code__", None)
+    if body is None:
+        return None
+    module = getattr(function, "__module__", None)
+    return body.co_filename, body.co_firstlineno, module if isinstance(module, str) else None
+
+
+def warn_about(warning: Warning, where: object = None) -> None:
+    """Emit ``warning`` at ``where`` (a :data:`Location` or a function), else at the first caller outside leakcheck.
+
+    A check that ends after its code has returned (a decorated function, a
+    test's teardown) has no caller of its own to blame: ``where`` names the
+    checked code instead of the test runner that happened to call leakcheck.
+    """
+    location = where if isinstance(where, tuple) else location_of(where) if where is not None else None
+    if location is None:
+        warnings.warn(warning, stacklevel=_warn_stacklevel())
+    else:
+        filename, lineno, module = location
+        warnings.warn_explicit(warning, type(warning), filename, lineno, module=module)
+
+
+def act_on_report(
+    report: LeakReport, options: Options, error: Optional[BaseException], where: object = None
+) -> Optional[LeakError]:
     """Do what ``on_leak`` says with a non-empty report.
+
+    Returns the :class:`LeakError` the caller must raise (``on_leak="raise"``
+    and no exception in flight): raised by the outermost leakcheck frame, its
+    traceback holds no other frame of leakcheck's.  A ``"warn"`` warning points
+    at ``where`` (see :func:`warn_about`).
 
     With the block's own exception in flight, the report is attached to that
     exception instead, whatever ``on_leak`` says: nothing may replace it, not
@@ -86,101 +133,179 @@ def act_on_report(report: LeakReport, options: Options, error: Optional[BaseExce
             except BaseException as failure:  # e.g. pytest.fail(): still not allowed to win
                 attach_to_error(error, f"leakcheck: the on_leak callback failed: {failure!r}")
     elif on_leak == "warn":
-        warnings.warn(LeakWarning(report), stacklevel=_warn_stacklevel())
+        warn_about(LeakWarning(report), where)
     elif on_leak == "raise":
-        raise LeakError(report)
+        return LeakError(report)
     elif callable(on_leak):
         on_leak(report)
+    return None
 
 
 class _Block:
     """One entry into a checked block: the census taken when it started."""
 
-    __slots__ = ("before", "options", "probes")
+    __slots__ = ("before", "options", "probes", "where")
 
-    def __init__(self, options: Options, probes: Tuple[Probe, ...]) -> None:
+    def __init__(self, options: Options, probes: Tuple[Probe, ...], where: object = None) -> None:
         self.options = options
         self.probes = probes
+        self.where = where
+        """The checked code, for a warning that cannot point at a caller (see :func:`warn_about`)."""
         self.before: Census = take_census(probes)
 
     def _steps(self) -> Steps[LeakReport]:
         before, self.before = self.before, {}  # a block is finished once
         return check_steps(before, self.options, self.probes)
 
-    def finish(self, error: Optional[BaseException]) -> None:
-        """End the block, blocking while suspects get their grace period."""
+    def finish(self, error: Optional[BaseException]) -> Optional[LeakError]:
+        """End the block, blocking while suspects get their grace period; the LeakError to raise, if any."""
         if skips_check(error):
-            return
+            return None
         try:
             report = run_blocking(self._steps())
         except Exception as failure:  # e.g. a user's ignore matcher raised
             if error is None:
                 raise
             attach_to_error(error, f"leakcheck could not complete its check: {failure!r}")
-            return
-        if report:
-            act_on_report(report, self.options, error)
+            return None
+        return act_on_report(report, self.options, error, self.where) if report else None
 
-    async def finish_async(self, error: Optional[BaseException]) -> None:
-        """End the block, keeping the running loop turning during the grace period."""
+    async def finish_async(self, error: Optional[BaseException]) -> Optional[LeakError]:
+        """End the block, keeping the running loop turning during the grace period; the LeakError to raise."""
         if skips_check(error):
-            return
+            return None
         try:
             report = await run_async(self._steps())
         except Exception as failure:
             if error is None:
                 raise
             attach_to_error(error, f"leakcheck could not complete its check: {failure!r}")
-            return
-        if report:
-            act_on_report(report, self.options, error)
+            return None
+        return act_on_report(report, self.options, error, self.where) if report else None
+
+    def drop(self) -> None:
+        """Give the block up unchecked: let go of its census."""
+        self.before = {}
 
 
-# Open blocks per context, so one LeakCheck object can be entered from several
-# threads and tasks at once, and nested, without them seeing each other.
-_open_blocks: contextvars.ContextVar[Tuple[Tuple[LeakCheck, _Block], ...]] = contextvars.ContextVar(
-    "leakcheck_open_blocks", default=()
-)
+# The blocks open in the current context (thread or task), newest first, as a
+# chain of (check, block, rest) tuples: ``with`` exits in the context that
+# entered, last in first out, so the newest entry is nearly always the one,
+# and pushing and popping it costs one tuple and one ContextVar.set.  A task
+# inherits a copy of its creator's chain; a thread starts with none.
+_open_blocks: contextvars.ContextVar[Tuple[Any, ...]] = contextvars.ContextVar("leakcheck_open_blocks", default=())
+# Serialises the rare exits that cannot use the current context's newest entry.
+_exit_lock = threading.Lock()
 
 
 class LeakCheck:
     """A configured leak check, made by :func:`no_leaks`.
 
     Use it as ``with``, ``async with``, or as a decorator on functions,
-    coroutine functions and ``unittest.TestCase`` classes.  It keeps no state
-    between uses, so it is reusable and re-entrant.
+    coroutine functions and ``unittest.TestCase`` classes.  Every call of
+    :func:`no_leaks` makes a new one, so two ``with`` statements never share
+    one.  One object may still be entered several times at once, nested or
+    from several threads and tasks: each exit takes the block its own thread
+    or task entered last.  An exit from a thread or task that did not enter it
+    (an ``ExitStack`` closed elsewhere) takes the object's only open block,
+    and raises :class:`RuntimeError` when several are open, rather than guess.
     """
 
-    def __init__(self, options: Options) -> None:
+    __slots__ = ("_open", "_orphans", "_probes", "options")
+
+    def __init__(self, options: Options, probes: Optional[Tuple[Probe, ...]] = None) -> None:
         self.options = options
-        self._probes = enabled_probes(options)
-        # Every open block, for a block exited from another context than the one
-        # that entered it (an AsyncExitStack closed by another task, say).
-        self._entered: List[_Block] = []  # list.append and list.remove are atomic
+        self._probes = enabled_probes(options) if probes is None else probes
+        self._open: List[_Block] = []  # every open block; list.append and list.remove are atomic
+        self._orphans = 0  # exits that could not be told apart: as many open blocks will never be exited
 
     def __repr__(self) -> str:
         return f"<LeakCheck {self.options}>"
 
-    def start(self) -> _Block:
-        """Take the baseline census for one checked window."""
-        return _Block(self.options, self._probes)
+    def start(self, where: object = None) -> _Block:
+        """Take the baseline census for one checked window; ``where`` is the checked code, for warnings."""
+        return _Block(self.options, self._probes, where)
 
     def _push(self) -> None:
-        block = self.start()
-        _open_blocks.set((*_open_blocks.get(), (self, block)))
-        self._entered.append(block)
+        block = _Block(self.options, self._probes)
+        self._open.append(block)
+        below = _open_blocks.get()
+        while below and below[1] not in below[0]._open:  # stale: exited from another thread or task
+            below = below[2]
+        _open_blocks.set((self, block, below))
 
     def _pop(self) -> _Block:
-        blocks = _open_blocks.get()
-        for index in range(len(blocks) - 1, -1, -1):
-            if blocks[index][0] is self:
-                _open_blocks.set(blocks[:index] + blocks[index + 1 :])
-                block = blocks[index][1]
-                self._entered.remove(block)
+        entry = _open_blocks.get()
+        newest: object = entry[0] if entry else None
+        if newest is self:  # the common case: the newest block of this context
+            _open_blocks.set(entry[2])
+            block: _Block = entry[1]
+            try:
+                self._open.remove(block)
+            except ValueError:  # exited already, from another thread or task
+                return self._pop_elsewhere()
+            if self._orphans:
+                with _exit_lock:
+                    self._drop_orphans()
+            return block
+        return self._pop_elsewhere()
+
+    def _pop_elsewhere(self) -> _Block:
+        with _exit_lock:
+            block = self._pop_from_chain()
+            if block is not None:  # exited out of order: an older block of this context
                 return block
-        with contextlib.suppress(IndexError):
-            return self._entered.pop()
-        raise RuntimeError("leakcheck: exiting a LeakCheck block that was never entered")
+            # This context never entered the object: its block was entered elsewhere.
+            still_open = list(self._open)
+            if len(still_open) == 1:
+                only = still_open[0]
+                try:
+                    self._open.remove(only)
+                except ValueError:
+                    pass  # exited meanwhile, by its own context
+                else:
+                    return only
+            if not self._open:
+                raise RuntimeError(
+                    f"leakcheck: exiting {self!r}, which has no open block: it was exited already, or never entered"
+                )
+            # Never guess: each exit must close the block it opened, or none.
+            self._orphans += 1
+            count = len(self._open)
+            self._drop_orphans()
+            raise RuntimeError(
+                f"leakcheck: cannot tell which block of {self!r} to exit: it is open {count} times, and this "
+                "thread or task entered none of them. Give each block that is exited from another thread or "
+                "task its own no_leaks() object."
+            )
+
+    def _pop_from_chain(self) -> Optional[_Block]:
+        """Take this context's newest open block of ``self`` from anywhere in its chain; drop stale entries."""
+        kept: List[Tuple[LeakCheck, _Block]] = []
+        found: Optional[_Block] = None
+        node = _open_blocks.get()
+        while node:
+            check, block, node = node
+            if found is None and check is self and block in self._open:
+                found = block
+            elif block in check._open:  # else stale: exited from another thread or task
+                kept.append((check, block))
+        chain: Tuple[Any, ...] = ()
+        for check, block in reversed(kept):
+            chain = (check, block, chain)
+        _open_blocks.set(chain)
+        if found is not None:
+            self._open.remove(found)
+            self._drop_orphans()
+        return found
+
+    def _drop_orphans(self) -> None:
+        """Once every open block is one whose exit could not be identified, give them all up (holding the lock)."""
+        if self._orphans and len(self._open) <= self._orphans:
+            for block in self._open:
+                block.drop()
+            self._open.clear()
+            self._orphans = 0
 
     def __enter__(self) -> LeakCheck:
         self._push()
@@ -192,7 +317,9 @@ class LeakCheck:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        self._pop().finish(exc)
+        leak = self._pop().finish(exc)
+        if leak is not None:
+            raise leak
 
     async def __aenter__(self) -> LeakCheck:
         self._push()
@@ -204,7 +331,9 @@ class LeakCheck:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        await self._pop().finish_async(exc)
+        leak = await self._pop().finish_async(exc)
+        if leak is not None:
+            raise leak
 
     @overload
     def __call__(self, target: C) -> C: ...
@@ -228,19 +357,36 @@ def decorate(check: LeakCheck, target: Any) -> Any:
             f"no_leaks cannot decorate the generator function {target.__qualname__}: "
             "its body runs after the call returns; check the code that consumes it instead"
         )
+    # Each call holds its own block: no lookup, however many threads and tasks run the function at once.
     if inspect.iscoroutinefunction(target):
 
         @functools.wraps(target)
         async def checked_coroutine(*args: Any, **kwargs: Any) -> Any:
-            async with check:
-                return await target(*args, **kwargs)
+            block = check.start(target)
+            try:
+                result = await target(*args, **kwargs)
+            except BaseException as error:
+                await block.finish_async(error)  # notes the report on the error, never replaces it
+                raise
+            leak = await block.finish_async(None)
+            if leak is not None:
+                raise leak
+            return result
 
         return _mark_self_checked(checked_coroutine)
 
     @functools.wraps(target)
     def checked(*args: Any, **kwargs: Any) -> Any:
-        with check:
-            return target(*args, **kwargs)
+        block = check.start(target)
+        try:
+            result = target(*args, **kwargs)
+        except BaseException as error:
+            block.finish(error)  # notes the report on the error, never replaces it
+            raise
+        leak = block.finish(None)
+        if leak is not None:
+            raise leak
+        return result
 
     return _mark_self_checked(checked)
 
@@ -272,6 +418,10 @@ def is_self_checked(target: object) -> bool:
     return bool(getattr(target, "_leakcheck_self_checked", False))
 
 
+_DEFAULT_TIMEOUT = 1.0
+_NONE: Tuple[Any, ...] = ()
+
+
 @overload
 def no_leaks(target: C, /) -> C: ...
 
@@ -299,9 +449,9 @@ def no_leaks(
     *,
     threads: bool = True,
     tasks: bool = True,
-    timeout: float = 1.0,
-    ignore: Iterable[MatcherLike] = (),
-    forbid: Union[StackPattern, Iterable[StackPattern]] = (),
+    timeout: float = _DEFAULT_TIMEOUT,
+    ignore: Iterable[MatcherLike] = _NONE,
+    forbid: Union[StackPattern, Iterable[StackPattern]] = _NONE,
     on_leak: OnLeak = "raise",
     cancel_tasks: bool = False,
 ) -> Any:
@@ -317,17 +467,17 @@ def no_leaks(
     ``unittest.TestCase`` classes.  Invalid options raise ``TypeError`` or
     ``ValueError`` here, not when the block ends.
     """
-    if (
+    if (  # every option left at its default: identity tests are the cheapest
         threads is True
         and tasks is True
-        and type(timeout) is float
-        and timeout == 1.0
-        and ignore == ()
-        and forbid == ()
+        and timeout is _DEFAULT_TIMEOUT
+        and ignore is _NONE
+        and forbid is _NONE
         and on_leak == "raise"
         and cancel_tasks is False
     ):
-        check = _default_check()  # keeps no state, so it can be shared; the common case stays cheap
+        # The common case, kept cheap: a new object (every block its own), validated options shared.
+        check = LeakCheck(*_default_options())
     else:
         check = LeakCheck(
             make_options(
@@ -344,8 +494,9 @@ def no_leaks(
 
 
 @functools.lru_cache(maxsize=1)
-def _default_check() -> LeakCheck:
-    return LeakCheck(make_options())
+def _default_options() -> Tuple[Options, Tuple[Probe, ...]]:
+    options = make_options()
+    return options, enabled_probes(options)
 
 
 def find_leaks(

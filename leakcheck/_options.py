@@ -69,7 +69,7 @@ def make_options(
     cancel_tasks: object = False,
 ) -> Options:
     """Validate raw keyword options into an :class:`Options`."""
-    return Options(
+    options = Options(
         threads=_check_flag(threads, "threads"),
         tasks=_check_flag(tasks, "tasks"),
         timeout=check_timeout(timeout),
@@ -78,6 +78,20 @@ def make_options(
         on_leak=_check_on_leak(on_leak),
         cancel_tasks=_check_flag(cancel_tasks, "cancel_tasks"),
     )
+    if not checks_anything(options):
+        raise ValueError(NOTHING_CHECKED)
+    return options
+
+
+NOTHING_CHECKED = (
+    "threads=False and tasks=False leave nothing to check: turn one of them on, "
+    "or give forbid=[...] to check only that no live stack matches"
+)
+
+
+def checks_anything(options: Options) -> bool:
+    """Whether a check with ``options`` looks at anything: a kind of resource, or live stacks for ``forbid``."""
+    return options.threads or options.tasks or bool(options.forbid)
 
 
 def parse_seconds(text: str, what: str) -> float:

@@ -28,6 +28,7 @@ import pytest
 from ._assertions import assert_no_stack_match, assert_stack_match, find_stacks
 from ._check import (
     LeakCheck,
+    Location,
     act_on_report,
     attach_to_error,
     is_self_checked,
@@ -35,12 +36,19 @@ from ._check import (
     skips_check,
 )
 from ._compare import PROBES, anything_started, check_steps, enabled_probes, started_since, take_census
-from ._matching import MatcherLike, StackPattern, validate_matchers
-from ._model import Info, Snapshot
+from ._matching import MatcherLike, ignore_any_function, ignore_name, ignore_top_function, validate_matchers
 from ._options import Options
 from ._probes import Census
 from ._pytest_loops import anyio_runner_lease, last_lease, track_runner_loop
-from ._pytest_settings import MARKER, MARKER_HELP, Settings, add_options, read_marker, read_settings
+from ._pytest_settings import (
+    MARKER,
+    MARKER_HELP,
+    Settings,
+    add_options,
+    read_marker,
+    read_settings,
+    unused_settings_warning,
+)
 from ._report import LeakReport
 from ._snapshot import snapshot
 from ._tasks import LoopTaskProbe
@@ -255,6 +263,12 @@ class LeakCheckPlugin:
         async_cases = "unittest.async_case" in sys.modules and any(map(_is_async_case, items))
         if not needed:  # nothing to check in this run: leave every test's hooks alone
             config.pluginmanager.unregister(self)
+            warning = unused_settings_warning(self.settings, config)
+            if warning is not None:
+                try:
+                    config.issue_config_time_warning(pytest.PytestConfigWarning(warning), stacklevel=2)
+                except pytest.PytestConfigWarning:  # -W error: a usage error, rather than an internal error
+                    raise pytest.UsageError(warning) from None
             return
         # Hooks that only some tests need are registered only when such tests exist.
         if anyio_tests:
@@ -324,7 +338,7 @@ class LeakCheckPlugin:
                         if broader.rank > window.rank:
                             broader.absorb(started)
                 elif not skips_check(error):
-                    failures.extend(_finish(window, error))
+                    failures.extend(_finish(window, error, item))
             if self._leased_loop is not None and last_lease() and not skips_check(error):
                 self._closing_loop(self._leased_loop)
         finally:
@@ -438,7 +452,18 @@ def _is_async_case(item: pytest.Item) -> bool:
     return isinstance(cls, type) and issubclass(cls, async_case.IsolatedAsyncioTestCase)
 
 
-def _finish(window: Window, error: Optional[BaseException]) -> List[str]:
+def _location(window: Window, item: pytest.Item) -> Optional[Location]:
+    """What a warning about ``window`` points at: its test function, its module, or (the run) the last test."""
+    node = item if window.rank == _SESSION else window.node
+    try:
+        path, lineno, _ = getattr(node, "reportinfo", item.reportinfo)()
+    except Exception:  # a plugin's own kind of node
+        return None
+    module = getattr(getattr(node, "module", None), "__name__", None)
+    return str(path), (lineno or 0) + 1, module if isinstance(module, str) else None
+
+
+def _finish(window: Window, error: Optional[BaseException], item: pytest.Item) -> List[str]:
     """Check a closing window and do what ``on_leak`` says; the texts that fail the test."""
     assert window.options is not None
     try:
@@ -452,32 +477,30 @@ def _finish(window: Window, error: Optional[BaseException]) -> List[str]:
     for report in reports:
         if window.options.on_leak == "raise" and error is None:
             failures.append(str(report).replace("leakcheck: ", f"leakcheck: {window.label}: ", 1))
-        else:
-            act_on_report(report, window.options, error)
+        else:  # the test is gone: a warning points at its code, not at pytest's hook that called this
+            act_on_report(report, window.options, error, _location(window, item))
     return failures
 
 
 class LeakCheckFixture:
-    """What the ``leakcheck`` fixture gives a test: its check, and keyword assertions."""
+    """What the ``leakcheck`` fixture gives a test: its check, keyword assertions and matchers.
+
+    The fixture's name hides the module ``leakcheck`` inside the test, so what
+    a test calls there as ``leakcheck.X`` is here too, the same functions:
+    :func:`~leakcheck.snapshot`, :func:`~leakcheck.find_stacks`, the keyword
+    assertions (``source=`` included) and the matchers for :meth:`ignore`.
+    """
+
+    snapshot = staticmethod(snapshot)
+    find_stacks = staticmethod(find_stacks)
+    assert_no_stack_match = staticmethod(assert_no_stack_match)
+    assert_stack_match = staticmethod(assert_stack_match)
+    ignore_name = staticmethod(ignore_name)
+    ignore_top_function = staticmethod(ignore_top_function)
+    ignore_any_function = staticmethod(ignore_any_function)
 
     def __init__(self, windows: Sequence[Window]) -> None:
         self._windows = [window for window in windows if window.options is not None]
-
-    def snapshot(self) -> Snapshot:
-        """Every live thread and task, with stacks: :func:`leakcheck.snapshot`."""
-        return snapshot()
-
-    def find_stacks(self, *patterns: StackPattern) -> List[Info]:
-        """Live threads and tasks whose stacks match: :func:`leakcheck.find_stacks`."""
-        return find_stacks(*patterns)
-
-    def assert_no_stack_match(self, *patterns: StackPattern, timeout: float = 0.0) -> None:
-        """:func:`leakcheck.assert_no_stack_match`."""
-        assert_no_stack_match(*patterns, timeout=timeout)
-
-    def assert_stack_match(self, *patterns: StackPattern, timeout: float = 0.0) -> List[Info]:
-        """:func:`leakcheck.assert_stack_match`."""
-        return assert_stack_match(*patterns, timeout=timeout)
 
     def ignore(self, *matchers: MatcherLike) -> None:
         """Never report what ``matchers`` match in the checks this test is part of.

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 import pytest
 
 from ._matching import Matcher, MatcherLike, ignore_any_function, ignore_name, ignore_top_function, validate_matchers
-from ._options import KINDS, Options, make_options, parse_kinds, parse_seconds
+from ._options import KINDS, NOTHING_CHECKED, Options, make_options, parse_kinds, parse_seconds
 from ._pytest_loops import is_anyio_runner_task
 
 MARKER = "leakcheck"
@@ -82,6 +82,10 @@ class Settings(NamedTuple):
     default_options: Options
     """The options of a check without a marker, validated once."""
 
+    given: Tuple[str, ...] = ()
+    """The settings given besides ``leakcheck`` itself, as named to the user: ``--leakcheck-timeout``,
+    ``ini leakcheck_ignore``.  They do nothing in a run that checks no test."""
+
     def options(self, marker_options: Mapping[str, Any]) -> Options:
         """The options of one check: the run-wide ones, overridden by a marker's."""
         if not marker_options:
@@ -105,42 +109,111 @@ def parse_matcher(line: str) -> Matcher:
         raise ValueError(f"leakcheck_ignore: {line!r}: {error}") from None
 
 
-def _setting(config: pytest.Config, option: str, ini: str) -> Optional[str]:
+# Before pytest 8 an ini key that is not set reads as "", not as its default None:
+# only from pytest 8 on can an empty value be told from an absent one.
+_EMPTY_INI_IS_UNSET = pytest.version_tuple < (8,)
+
+
+def _setting(config: pytest.Config, option: str, what: str) -> Tuple[Optional[str], str]:
+    """The text of the setting ``option``, from the command line or else the ini file, and its name there.
+
+    The text is None when the setting is not given.  An empty value is a
+    mistake, not a way to ask for the default.  ``what`` says what the value
+    must be, for the error when the ini file's value is not of its type.
+    """
+    flag = "--" + option.replace("_", "-")
     value = config.getoption(option)
+    if value is not None:
+        text = str(value).strip()
+        if not text:
+            raise ValueError(f"{flag} is empty: give it {what}, or leave it out for the default")
+        return text, flag
+    try:
+        value = config.getini(option)
+    except (ValueError, pytest.UsageError) as error:  # a float option given as text that is no number
+        raise ValueError(f"{flag} (ini {option}) must be {what} ({error})") from None
     if value is None:
-        try:
-            value = config.getini(ini)
-        except (ValueError, pytest.UsageError) as error:  # a float option given as text that is no number
-            flag = "--" + option.replace("_", "-")
-            raise ValueError(f"{flag} (ini {ini}) must be a number of seconds ({error})") from None
-    if value is None:
-        return None
-    return str(value).strip() or None
+        return None, flag
+    text = str(value).strip()
+    if not text:
+        if _EMPTY_INI_IS_UNSET:
+            return None, flag
+        raise ValueError(f"ini {option} is empty: give it {what}, or leave it out for the default")
+    return text, f"ini {option}"
+
+
+def _ini_flag(config: pytest.Config, name: str) -> bool:
+    try:
+        return bool(config.getini(name))
+    except (ValueError, pytest.UsageError) as error:  # pytest's message does not name the key
+        raise ValueError(f"ini {name} must be true or false ({error})") from None
 
 
 def read_settings(config: pytest.Config) -> Settings:
     """Validate the command line and ini settings, or fail the run with a usage error."""
     try:
-        enabled = bool(config.getoption("leakcheck") or config.getini("leakcheck"))
+        enabled = bool(config.getoption("leakcheck")) or _ini_flag(config, "leakcheck")
         defaults: Dict[str, Any] = {}
-        timeout = _setting(config, "leakcheck_timeout", "leakcheck_timeout")
+        given: List[str] = []
+        timeout, name = _setting(config, "leakcheck_timeout", "a number of seconds")
         if timeout is not None:
+            given.append(name)
             defaults["timeout"] = parse_seconds(timeout, "--leakcheck-timeout (ini leakcheck_timeout)")
-        kinds = _setting(config, "leakcheck_kinds", "leakcheck_kinds")
+        kinds, name = _setting(config, "leakcheck_kinds", f"a comma-separated list of {', '.join(KINDS)}")
         if kinds is not None:
+            given.append(name)
             defaults.update(parse_kinds(kinds, "--leakcheck-kinds (ini leakcheck_kinds)"))
-        scope = _setting(config, "leakcheck_scope", "leakcheck_scope") or "test"
-        if scope not in SCOPES:
-            scopes = ", ".join(SCOPES)
-            raise ValueError(f"--leakcheck-scope (ini leakcheck_scope) must be one of {scopes}, not {scope!r}")
+        scope, name = _setting(config, "leakcheck_scope", f"one of {', '.join(SCOPES)}")
+        if scope is not None:
+            given.append(name)
+            if scope not in SCOPES:
+                scopes = ", ".join(SCOPES)
+                raise ValueError(f"--leakcheck-scope (ini leakcheck_scope) must be one of {scopes}, not {scope!r}")
         lines: List[str] = [line for line in config.getini("leakcheck_ignore") if line.strip()]
+        if lines:
+            given.append("ini leakcheck_ignore")
         matchers: Tuple[MatcherLike, ...] = tuple(parse_matcher(line) for line in lines)
         # anyio runs every test and fixture in one task of its own, which outlives them.
         defaults["ignore"] = (*matchers, is_anyio_runner_task)
         default_options = make_options(**defaults)
     except (TypeError, ValueError) as error:
         raise pytest.UsageError(f"leakcheck: {error}") from None
-    return Settings(enabled=enabled, scope=scope, defaults=defaults, default_options=default_options)
+    return Settings(
+        enabled=enabled,
+        scope=scope or "test",
+        defaults=defaults,
+        default_options=default_options,
+        given=tuple(given),
+    )
+
+
+def unused_settings_warning(settings: Settings, config: pytest.Config) -> Optional[str]:
+    """The warning for settings given to a run in which no test is checked, if it deserves one.
+
+    Settings on the command line were given for this very run.  Settings in the
+    ini file also serve the marked tests of the suite, which a narrower run
+    (paths, ``-k``, ``-m``, deselected tests) may simply not include: they are
+    only warned about when the run was not narrowed.
+    """
+    from_command_line = [name for name in settings.given if name.startswith("--")]
+    from_ini = [name for name in settings.given if not name.startswith("--")]
+    if not from_command_line and not (from_ini and not _narrowed(config)):
+        return None
+    names = " and ".join(from_command_line or from_ini)
+    verb = "does" if len(from_command_line or from_ini) == 1 else "do"
+    return (
+        f"leakcheck: {names} {verb} nothing in this run: no test is checked. Checks are turned on by --leakcheck "
+        f"(ini leakcheck = true), by @pytest.mark.{MARKER} or by the leakcheck fixture"
+    )
+
+
+def _narrowed(config: pytest.Config) -> bool:
+    """Whether the run was narrowed to part of the suite."""
+    option = config.option
+    if getattr(option, "keyword", "") or getattr(option, "markexpr", "") or getattr(option, "deselect", None):
+        return True
+    source = getattr(config, "args_source", None)
+    return source is None or source == pytest.Config.ArgsSource.ARGS
 
 
 def read_marker(marker: Optional[pytest.Mark], settings: Settings, where: str) -> Tuple[Optional[bool], Options]:
@@ -163,5 +236,14 @@ def read_marker(marker: Optional[pytest.Mark], settings: Settings, where: str) -
             raise TypeError(f"enabled must be True or False, not {enabled!r}")
         options = settings.options(kwargs)
     except (TypeError, ValueError) as error:
-        raise pytest.UsageError(f"{where}: @pytest.mark.{MARKER}: {error}") from None
+        message = str(error)
+        if message == NOTHING_CHECKED:
+            # One of the two may come from --leakcheck-kinds (ini leakcheck_kinds) rather than the marker.
+            off = [kind for kind in KINDS if marker.kwargs.get(kind) is False]
+            origin = "" if len(off) == len(KINDS) else " (with --leakcheck-kinds, ini leakcheck_kinds)"
+            message = (
+                f"{' and '.join(f'{kind}=False' for kind in KINDS)}{origin} leave nothing to check; "
+                f"@pytest.mark.{MARKER}(enabled=False) turns the check off"
+            )
+        raise pytest.UsageError(f"{where}: @pytest.mark.{MARKER}: {message}") from None
     return True if enabled is None else enabled, options

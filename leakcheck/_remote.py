@@ -23,6 +23,8 @@ Source = Union[str, int, Snapshot]
 class RemoteError(OSError):
     """The endpoint could not be reached, or answered with an error."""
 
+    __module__ = "leakcheck"  # tracebacks say leakcheck.RemoteError, where it is imported from (pickle too)
+
 
 def check_source(source: object, what: str) -> Source:
     if isinstance(source, Snapshot):

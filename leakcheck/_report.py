@@ -213,6 +213,8 @@ class LeakReport(_Record):
 class LeakError(AssertionError):
     """Raised when a check finds leaks; ``str()`` of it is the report."""
 
+    __module__ = "leakcheck"  # tracebacks say leakcheck.LeakError, where it is imported from (pickle too)
+
     def __init__(self, report: LeakReport) -> None:
         super().__init__(str(report))
         self.report = report
@@ -223,6 +225,8 @@ class LeakError(AssertionError):
 
 class LeakWarning(Warning):
     """Emitted instead of :class:`LeakError` with ``on_leak="warn"``."""
+
+    __module__ = "leakcheck"  # warnings and -W filters say leakcheck.LeakWarning (pickle too)
 
     def __init__(self, report: LeakReport) -> None:
         super().__init__(str(report))

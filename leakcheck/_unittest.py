@@ -12,37 +12,59 @@ grace period and are then reported instead of being cancelled silently.
 
 from __future__ import annotations
 
+import functools
 import unittest
-from typing import Any, ClassVar, Dict, Optional, TypeVar
+from typing import Any, ClassVar, Dict, List, Optional, TypeVar
 
 from ._check import LeakCheck, _Block, is_self_checked, no_leaks
 from ._report import LeakError
 
 T = TypeVar("T", bound=type)
 
-# unittest leaves frames of modules with this global out of failure tracebacks:
-# a leak's report is its message, leakcheck's own frames would only be noise.
+# unittest leaves frames of modules with this global out of failure tracebacks,
+# and pytest those with __tracebackhide__: a leak's report is its message,
+# leakcheck's own frames would only be noise.
 __unittest = True
+__tracebackhide__ = True
 
 
 def _as_test_failure(case: unittest.TestCase, error: LeakError) -> BaseException:
     if isinstance(error, case.failureException):
-        return error.with_traceback(None)
+        return error
     return case.failureException(str(error))
 
 
 def _finish(case: unittest.TestCase, block: _Block) -> None:
-    try:
-        block.finish(None)
-    except LeakError as error:
-        raise _as_test_failure(case, error) from None
+    leak = block.finish(None)
+    if leak is not None:
+        raise _as_test_failure(case, leak)
 
 
-async def _finish_async(case: unittest.TestCase, block: _Block) -> None:
-    try:
-        await block.finish_async(None)
-    except LeakError as error:
-        raise _as_test_failure(case, error) from None
+# An IsolatedAsyncioTestCase runs the check as an async cleanup, on the test's
+# loop.  Raised there, the failure's traceback would run through asyncio's
+# runner and IsolatedAsyncioTestCase's own frames, which unittest shows.  So the
+# async cleanup only keeps the failure, and a plain cleanup, run after it and
+# called straight from unittest's doCleanups (see _call_cleanup), raises it.
+
+
+async def _finish_async(block: _Block, found: List[LeakError]) -> None:
+    leak = await block.finish_async(None)
+    if leak is not None:
+        found.append(leak)
+
+
+def _raise_found(case: unittest.TestCase, found: List[LeakError]) -> None:
+    vars(case).pop("_callCleanup", None)  # the last cleanup: unittest's own _callCleanup is back
+    if found:
+        raise _as_test_failure(case, found[0])
+
+
+def _call_cleanup(case: unittest.TestCase, function: Any, /, *args: Any, **kwargs: Any) -> None:
+    """The test's ``_callCleanup``, except that :func:`_raise_found` is called directly."""
+    if function is _raise_found:
+        function(*args, **kwargs)
+    else:
+        type(case)._callCleanup(case, function, *args, **kwargs)  # type: ignore[attr-defined,unused-ignore]
 
 
 def _is_skipped(case: unittest.TestCase) -> bool:
@@ -55,9 +77,13 @@ def start_test_check(case: unittest.TestCase, check: LeakCheck) -> None:
     name = case._testMethodName
     if not (name.startswith("test") or name == "runTest") or _is_skipped(case):
         return
-    block = check.start()
+    # A warning names the test method (of the class: the block must not hold the test case).
+    block = check.start(getattr(type(case), name, None))
     if isinstance(case, unittest.IsolatedAsyncioTestCase):
-        case.addAsyncCleanup(_finish_async, case, block)
+        found: List[LeakError] = []
+        case.addCleanup(_raise_found, case, found)  # cleanups run last in, first out: after the check
+        case.addAsyncCleanup(_finish_async, block, found)
+        case._callCleanup = functools.partial(_call_cleanup, case)  # type: ignore[attr-defined,unused-ignore]
     else:
         case.addCleanup(_finish, case, block)
 

@@ -15,6 +15,7 @@ import pytest
 from helpers import JOIN_TIMEOUT, parked_threads
 
 from leakcheck import (
+    BUILTIN_IGNORES,
     LeakError,
     Matcher,
     TaskInfo,
@@ -24,8 +25,8 @@ from leakcheck import (
     ignore_name,
     ignore_top_function,
     no_leaks,
+    use_builtin_ignores,
 )
-from leakcheck._matching import BUILTIN_IGNORES, use_builtin_ignores
 from leakcheck._stack_top import WAITING_FUNCTIONS, WAITING_MODULES, WRAPPER_MODULES
 
 GRACE = 0.05

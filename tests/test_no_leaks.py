@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
+import pickle
 import sys
 import threading
 import time
-from typing import Any, List
+import traceback
+import warnings
+from typing import Any, Callable, Dict, List
 
 import pytest
 from helpers import JOIN_TIMEOUT, create_task_on, loop_in_thread, parked_threads
 
-from leakcheck import LeakCheck, LeakError, LeakReport, Snapshot, find_leaks, no_leaks, snapshot
+from leakcheck import LeakCheck, LeakError, LeakReport, LeakWarning, Snapshot, find_leaks, no_leaks, snapshot
 
 GRACE = 0.05
 LONG_GRACE = 5.0  # for things that end on their own: the check returns as soon as they have
@@ -382,7 +386,7 @@ def test_pure_python_task_on_a_loop_made_inside_the_block_is_reported():
 def test_asyncio_run_inside_the_block_leaves_nothing_behind():
     async def main() -> None:
         await asyncio.create_task(finish_soon(), name="finished-child")
-        asyncio.create_task(tail_forever(), name="cancelled-by-run")  # asyncio.run cancels it
+        asyncio.create_task(tail_forever(), name="cancelled-by-run")  # noqa: RUF006 -- asyncio.run cancels it
 
     with no_leaks(timeout=GRACE):  # raises LeakError on a leak
         asyncio.run(main())
@@ -683,6 +687,201 @@ def test_same_decorated_coroutine_function_in_concurrent_tasks():
         return await asyncio.gather(*calls)
 
     assert asyncio.run(scenario()) == list(range(8))
+
+
+# --- blocks exited from another thread or task ------------------------------------------------------------------
+
+
+def run_in_threads(steps: Dict[str, Callable[[], None]]) -> Dict[str, BaseException]:
+    """Run each step in a thread of its own, all started before any step runs; what each raised."""
+    raised: Dict[str, BaseException] = {}
+    go = threading.Event()
+
+    def run(name: str, step: Callable[[], None]) -> None:
+        assert go.wait(JOIN_TIMEOUT)
+        try:
+            step()
+        except BaseException as error:  # collected and asserted on by the test
+            raised[name] = error
+
+    runners = [threading.Thread(target=run, args=item, name=f"step-{item[0]}") for item in steps.items()]
+    for runner in runners:
+        runner.start()
+    go.set()  # every block's baseline holds every runner
+    for runner in runners:
+        runner.join(JOIN_TIMEOUT * 3)
+    assert not [runner.name for runner in runners if runner.is_alive()]
+    return raised
+
+
+def test_plain_block_closed_from_another_thread_ends_exactly_its_own_block():
+    # Block A is entered in one thread and closed from a third while block B, also a plain
+    # no_leaks(), is open in a second: each check must end its own block, with its own baseline.
+    a_open, b_open, a_closed = threading.Event(), threading.Event(), threading.Event()
+    stack = contextlib.ExitStack()
+    with parked_threads() as threads:
+
+        def enter_a() -> None:
+            stack.enter_context(no_leaks())
+            threads.start(follow_logs, name="a-follower")
+            a_open.set()
+
+        def run_b() -> None:
+            assert a_open.wait(JOIN_TIMEOUT)
+            with no_leaks():
+                b_open.set()
+                assert a_closed.wait(JOIN_TIMEOUT)
+                threads.start(send_heartbeats, name="b-heartbeat")
+
+        def close_a() -> None:
+            assert b_open.wait(JOIN_TIMEOUT)
+            try:
+                stack.close()
+            finally:
+                a_closed.set()
+
+        raised = run_in_threads({"enter A": enter_a, "B": run_b, "close A": close_a})
+    assert sorted(raised) == ["B", "close A"], raised
+    a_error, b_error = raised["close A"], raised["B"]
+    assert isinstance(a_error, LeakError) and isinstance(b_error, LeakError), raised
+    assert [info.name for info in a_error.report.threads] == ["a-follower"]
+    assert [info.name for info in b_error.report.threads] == ["b-heartbeat"]
+    assert "follow_logs" in str(a_error) and "send_heartbeats" in str(b_error)
+
+
+def test_plain_async_block_closed_from_another_task_ends_exactly_its_own_block():
+    async def scenario(threads: Any) -> List[Any]:
+        a_open, b_open, a_closed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        stack = contextlib.AsyncExitStack()
+
+        async def enter_a() -> None:
+            await stack.enter_async_context(no_leaks())
+            threads.start(follow_logs, name="a-follower")
+            a_open.set()
+
+        async def run_b() -> None:
+            await a_open.wait()
+            async with no_leaks():
+                b_open.set()
+                await a_closed.wait()
+                threads.start(send_heartbeats, name="b-heartbeat")
+
+        async def close_a() -> None:
+            await b_open.wait()
+            try:
+                await stack.aclose()
+            finally:
+                a_closed.set()
+
+        # gather creates the three tasks before any runs: every block's baseline holds them.
+        return await asyncio.gather(enter_a(), run_b(), close_a(), return_exceptions=True)
+
+    with parked_threads() as threads:
+        entered, b_error, a_error = asyncio.run(scenario(threads))
+    assert entered is None
+    assert isinstance(a_error, LeakError) and isinstance(b_error, LeakError), (a_error, b_error)
+    assert [info.name for info in a_error.report.threads] == ["a-follower"]
+    assert [info.name for info in b_error.report.threads] == ["b-heartbeat"]
+
+
+def test_one_object_closed_from_another_thread_ends_its_only_open_block():
+    check = no_leaks(timeout=GRACE)
+    stack = contextlib.ExitStack()
+    opened = threading.Event()
+    with parked_threads() as threads:
+
+        def enter() -> None:
+            stack.enter_context(check)
+            threads.start(follow_logs, name="stack-follower")
+            opened.set()
+
+        def close() -> None:
+            assert opened.wait(JOIN_TIMEOUT)
+            stack.close()
+
+        raised = run_in_threads({"enter": enter, "close": close})
+    assert list(raised) == ["close"], raised
+    assert isinstance(raised["close"], LeakError)
+    assert [info.name for info in raised["close"].report.threads] == ["stack-follower"]
+    with check:  # nothing was left behind: the object is as good as new
+        pass
+
+
+def test_one_object_open_twice_refuses_an_exit_it_cannot_attribute():
+    check = no_leaks(timeout=GRACE)
+    stack = contextlib.ExitStack()
+    with_open, stack_open, refused = threading.Event(), threading.Event(), threading.Event()
+
+    def inside_with() -> None:
+        with check:  # its own thread's block: still ended exactly, and clean
+            with_open.set()
+            assert refused.wait(JOIN_TIMEOUT)
+
+    def enter_stack() -> None:
+        assert with_open.wait(JOIN_TIMEOUT)
+        stack.enter_context(check)
+        stack_open.set()
+
+    def close_stack() -> None:
+        assert stack_open.wait(JOIN_TIMEOUT)
+        try:
+            stack.close()  # two blocks of one object are open, and this thread entered neither
+        finally:
+            refused.set()
+
+    raised = run_in_threads({"with": inside_with, "enter": enter_stack, "close": close_stack})
+    assert list(raised) == ["close"], raised
+    assert isinstance(raised["close"], RuntimeError)
+    assert "cannot tell which block" in str(raised["close"])
+    # The block that could not be exited was given up once the other one ended: nothing is left open.
+    with pytest.raises(RuntimeError, match="has no open block"):
+        check.__exit__(None, None, None)
+    with check:
+        pass
+
+
+def test_exiting_a_block_that_was_never_entered_is_refused():
+    with pytest.raises(RuntimeError, match="has no open block"):
+        no_leaks().__exit__(None, None, None)
+    check = no_leaks(timeout=GRACE)
+    with check:
+        pass
+    with pytest.raises(RuntimeError, match="has no open block"):
+        asyncio.run(check.__aexit__(None, None, None))
+
+
+def test_every_no_leaks_call_makes_its_own_check():
+    first, second = no_leaks(), no_leaks()
+    assert first is not second
+    assert first.options is second.options  # the validated defaults are shared
+    with parked_threads() as threads, pytest.raises(LeakError) as excinfo, first:
+        threads.start(follow_logs, name="outer-follower")
+        with second:
+            pass  # clean: the thread was there before it
+    assert [info.name for info in excinfo.value.report.threads] == ["outer-follower"]
+
+
+# --- the error and the warning ---------------------------------------------------------------------------------
+
+
+def test_leak_error_and_warning_are_named_where_they_are_imported_from_and_pickle():
+    with parked_threads() as threads:
+        with pytest.raises(LeakError) as raised, no_leaks(timeout=GRACE):
+            threads.start(follow_logs, name="pickled-follower")
+        with warnings.catch_warnings(record=True) as record, no_leaks(timeout=GRACE, on_leak="warn"):
+            warnings.simplefilter("always")
+            threads.start(send_heartbeats, name="pickled-heartbeat")
+    warned = record[0].message
+    assert isinstance(warned, LeakWarning)
+    for error, kind in ((raised.value, LeakError), (warned, LeakWarning)):
+        assert f"{type(error).__module__}.{type(error).__qualname__}" == f"leakcheck.{kind.__name__}"
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is kind
+        assert copy.report == error.report
+        assert str(copy) == str(error)
+    assert "pickled-follower" in str(raised.value) and "pickled-heartbeat" in str(warned)
+    shown = "".join(traceback.format_exception_only(type(raised.value), raised.value))
+    assert shown.startswith("leakcheck.LeakError: leakcheck: 1 leaked thread")
 
 
 # --- find_leaks --------------------------------------------------------------------------------------------------

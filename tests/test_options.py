@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 import threading
 import time
@@ -12,7 +13,7 @@ from typing import Any, List
 import pytest
 from helpers import create_task_on, loop_in_thread, parked_threads
 
-from leakcheck import LeakError, LeakReport, LeakWarning, ignore_name, no_leaks
+from leakcheck import LeakError, LeakReport, LeakWarning, find_leaks, ignore_name, no_leaks, snapshot
 
 GRACE = 0.05
 
@@ -103,7 +104,7 @@ def test_positional_options_are_rejected():
         {"on_leak": "raise"},
         {"on_leak": "warn"},
         {"on_leak": print},
-        {"threads": False, "tasks": False, "cancel_tasks": True},
+        {"threads": False, "tasks": False, "forbid": "follow_logs"},
     ],
     ids=options_id,
 )
@@ -111,6 +112,34 @@ def test_valid_options_are_accepted_and_usable(options):
     check = no_leaks(**options)
     with check:
         pass
+
+
+# --- a check that would check nothing ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"threads": False, "tasks": False}, {"threads": False, "tasks": False, "cancel_tasks": True, "timeout": 0}],
+    ids=options_id,
+)
+def test_turning_both_kinds_off_without_forbid_is_rejected_by_every_entry_point(options):
+    fragment = "threads=False and tasks=False leave nothing to check"
+    with pytest.raises(ValueError, match=fragment):
+        no_leaks(**options)
+    with pytest.raises(ValueError, match=fragment):
+        find_leaks(snapshot(), **options)
+
+
+def test_both_kinds_off_with_forbid_checks_the_live_stacks():
+    with parked_threads() as threads:
+        threads.start(follow_logs, name="old-follower")
+        check = no_leaks(threads=False, tasks=False, forbid="follow_logs", timeout=GRACE)
+        with pytest.raises(LeakError) as excinfo, check:
+            pass
+    assert [info.name for info in excinfo.value.report.forbidden] == ["old-follower"]
+    assert "follow_logs" in str(excinfo.value)
+    with no_leaks(threads=False, tasks=False, forbid="follow_logs", timeout=GRACE):
+        pass  # nothing matches any more: clean
 
 
 def test_ignore_accepts_a_generator_of_matchers():
@@ -240,6 +269,37 @@ def test_on_leak_warn_emits_leak_warning_with_report():
     assert [info.name for info in warning.report.threads] == ["log-follower"]
     assert "follow_logs" in str(warning)
     assert record[0].filename == __file__
+
+
+def test_on_leak_warn_points_at_the_with_statement():
+    with parked_threads() as threads, pytest.warns(LeakWarning) as record:
+        line = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+        with no_leaks(timeout=GRACE, on_leak="warn"):
+            threads.start(follow_logs, name="block-follower")
+    assert (record[0].filename, record[0].lineno) == (__file__, line)
+    assert "block-follower" in str(record[0].message)
+
+
+def test_on_leak_warn_of_a_decorated_function_points_at_the_function_not_its_caller():
+    @no_leaks(timeout=GRACE, on_leak="warn")
+    def follow(threads: Any) -> None:
+        threads.start(follow_logs, name="decorated-follower")
+
+    async def stream(threads: Any) -> None:
+        threads.start(follow_logs, name="decorated-streamer")
+
+    checked_stream = no_leaks(timeout=GRACE, on_leak="warn")(stream)
+    with parked_threads() as threads, pytest.warns(LeakWarning) as record:
+        follow(threads)
+        asyncio.run(checked_stream(threads))
+    locations = [(warning.filename, warning.lineno) for warning in record]
+    # The code checked (its first line: the decorator, as in tracebacks), not the caller.
+    assert locations == [
+        (__file__, follow.__wrapped__.__code__.co_firstlineno),  # type: ignore[attr-defined]
+        (__file__, stream.__code__.co_firstlineno),
+    ]
+    assert "decorated-follower" in str(record[0].message)
+    assert "decorated-streamer" in str(record[1].message)
 
 
 def test_on_leak_warn_does_not_warn_when_clean():

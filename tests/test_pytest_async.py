@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import textwrap
 from importlib.metadata import version
-from typing import List
+from typing import Iterator, List
 
 import pytest
 
@@ -426,6 +426,41 @@ def test_pending_task_is_reported_by_module_and_session_checks(
     result.stdout.fnmatch_lines(["*ERROR at teardown of test_last*"])
 
 
+# -- unittest's IsolatedAsyncioTestCase
+
+
+@pytest.mark.parametrize("base", ["unittest.IsolatedAsyncioTestCase", "leakcheck.AsyncLeakCheckTestCase"])
+def test_task_leak_of_an_isolated_asyncio_testcase_shows_no_frame_of_asyncio_or_leakcheck(
+    pytester: pytest.Pytester, base: str
+) -> None:
+    pytester.makeini(ASYNCIO_INI)
+    pytester.makepyfile(
+        test_suite=textwrap.dedent(
+            f"""
+            import asyncio
+            import unittest
+
+            import leakcheck
+
+            KEEP = []
+
+            class Tests({base}):
+                leakcheck_options = {{"timeout": 0.1}}
+
+                async def test_leaves_a_task(self):
+                    KEEP.append(asyncio.create_task(asyncio.Event().wait(), name="case-straggler"))
+            """
+        )
+    )
+    result = pytester.runpytest(*FAST)
+    result.assert_outcomes(failed=1)
+    output = output_of(result)
+    assert "'case-straggler'" in output
+    assert "leakcheck.LeakError: leakcheck: 1 leaked task" in output
+    for internal in ("runners.py", "base_events.py", "async_case.py", "_unittest.py", "_check.py", "_report."):
+        assert internal not in output, internal
+
+
 # -- the run goes on normally
 
 
@@ -492,3 +527,20 @@ def test_xdist_workers_report_task_leaks(pytester: pytest.Pytester) -> None:
     assert "'worker-straggler'" in output
     lines: List[str] = [line for line in result.outlines if line.startswith("ERROR ")]
     assert len(lines) == 1 and "test_leaves_a_task" in lines[0]
+
+
+def test_anyio_lease_of_a_runner_without_an_asyncio_loop_leases_no_loop_and_breaks_nothing() -> None:
+    """anyio's get_runner() hands out the runner already open, whatever its backend (trio's, say)."""
+    import contextlib
+
+    from leakcheck._pytest_loops import _lease
+
+    class TrioLikeRunner:  # anyio's trio TestRunner has no get_loop()
+        pass
+
+    @contextlib.contextmanager
+    def get_runner(backend: str, options: object) -> Iterator[TrioLikeRunner]:
+        yield TrioLikeRunner()
+
+    with _lease(get_runner, {}) as loop:
+        assert loop is None

@@ -194,7 +194,7 @@ def test_flag_checks_every_test(pytester):
 
 def test_without_flag_or_ini_nothing_is_checked(pytester):
     write_tests(pytester, "def test_leaks():\n    leak()\n")
-    assert_clean(run(pytester, GRACE), passed=1)
+    assert_clean(run(pytester), passed=1)
 
 
 @pytest.mark.parametrize("config", ["ini", "pyproject"])
@@ -212,7 +212,102 @@ def test_ini_switch_checks_every_test(pytester, config):
 def test_ini_switch_set_to_false_checks_nothing(pytester):
     pytester.makeini("[pytest]\nleakcheck = false\n")
     write_tests(pytester, "def test_leaks():\n    leak()\n")
-    assert_clean(run(pytester, GRACE), passed=1)
+    assert_clean(run(pytester), passed=1)
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "yes please"])
+def test_bad_ini_switch_is_a_usage_error_naming_the_key(pytester, value):
+    pytester.makeini(f"[pytest]\nleakcheck = {value}\n")
+    assert_usage_error(run(pytester), "leakcheck: ini leakcheck must be true or false", repr(value))
+
+
+# -- settings that would do nothing
+
+NOTHING_CHECKED_WARNING = "*PytestConfigWarning: leakcheck: {} does nothing in this run: no test is checked*"
+
+
+@pytest.mark.parametrize(
+    "args, ini, named",
+    [
+        (["--leakcheck-timeout=0.5"], None, "--leakcheck-timeout"),
+        (["--leakcheck-kinds=threads"], None, "--leakcheck-kinds"),
+        (["--leakcheck-scope=module"], None, "--leakcheck-scope"),
+        ([], "leakcheck_timeout = 0.5", "ini leakcheck_timeout"),
+        ([], "leakcheck_kinds = tasks", "ini leakcheck_kinds"),
+        ([], "leakcheck_ignore =\n    name:^pool-", "ini leakcheck_ignore"),
+        ([], "leakcheck = false\nleakcheck_scope = session", "ini leakcheck_scope"),
+    ],
+)
+def test_setting_in_a_run_that_checks_no_test_warns_naming_it(pytester, args, ini, named):
+    if ini:
+        pytester.makeini(f"[pytest]\n{ini}\n")
+    write_tests(pytester, "def test_leaks():\n    leak()\n")
+    result = run(pytester, *args)
+    result.assert_outcomes(passed=1, warnings=1)
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines([NOTHING_CHECKED_WARNING.format(named) + "--leakcheck*mark.leakcheck*fixture*"])
+    assert "leakcheck: test_inner.py" not in str(result.stdout)  # and indeed nothing was checked
+
+
+def test_settings_in_a_run_that_checks_no_test_are_named_together(pytester):
+    write_tests(pytester, "def test_clean():\n    pass\n")
+    result = run(pytester, "--leakcheck-timeout=0.5", "--leakcheck-kinds=threads")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*leakcheck: --leakcheck-timeout and --leakcheck-kinds do nothing in this run*"])
+
+
+def test_unused_setting_is_a_usage_error_when_warnings_are_errors(pytester):
+    write_tests(pytester, "def test_clean():\n    pass\n")
+    result = run(pytester, "--leakcheck-timeout=0.5", "-W", "error::pytest.PytestConfigWarning")
+    assert_usage_error(result, "leakcheck: --leakcheck-timeout does nothing in this run")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "@pytest.mark.leakcheck\ndef test_marked():\n    pass\n",
+        "pytestmark = pytest.mark.leakcheck\n\ndef test_in_marked_module():\n    pass\n",
+        "def test_with_fixture(leakcheck):\n    pass\n",
+    ],
+    ids=["marker", "module-marker", "fixture"],
+)
+@pytest.mark.parametrize("args, ini", [(["--leakcheck-timeout=0.5"], None), ([], "leakcheck_timeout = 0.5")])
+def test_setting_used_by_a_marker_or_the_fixture_does_not_warn(pytester, source, args, ini):
+    if ini:
+        pytester.makeini(f"[pytest]\n{ini}\n")
+    write_tests(pytester, source, "def test_also_here():\n    pass\n")
+    assert_clean(run(pytester, *args), passed=2)
+
+
+def test_setting_used_by_a_marker_is_checked_with_it(pytester):
+    write_tests(pytester, "@pytest.mark.leakcheck\ndef test_marked():\n    leak('marked-worker')\n")
+    result = run(pytester, "--leakcheck-timeout=0")
+    result.assert_outcomes(passed=1, errors=1)
+    assert "of a 0.00s grace period" in report_of(result, "test_inner.py::test_marked")
+    assert "does nothing" not in str(result.stdout)
+
+
+@pytest.mark.parametrize("narrowing", [["test_inner.py"], ["-k", "unmarked"], ["-m", "not slow"]])
+def test_ini_setting_in_a_narrowed_run_does_not_warn(pytester, narrowing):
+    # The marked tests the ini setting serves may simply not be part of a narrowed run.
+    pytester.makeini("[pytest]\nleakcheck_timeout = 0.5\nmarkers = slow\n")
+    write_tests(pytester, "def test_unmarked():\n    pass\n")
+    marked = "@pytest.mark.slow\n@pytest.mark.leakcheck\ndef test_marked():\n    pass\n"
+    write_tests(pytester, marked, name="test_other")
+    assert_clean(run(pytester, *narrowing), passed=1)
+
+
+@pytest.mark.parametrize("option", ["--leakcheck-timeout", "--leakcheck-kinds", "--leakcheck-scope"])
+def test_empty_command_line_setting_is_a_usage_error(pytester, option):
+    assert_usage_error(run(pytester, "--leakcheck", f"{option}="), f"leakcheck: {option} is empty")
+    assert_usage_error(run(pytester, "--leakcheck", option, " "), f"leakcheck: {option} is empty")
+
+
+@pytest.mark.skipif(PYTEST_MAJOR < 8, reason="before pytest 8 an empty ini value cannot be told from an absent one")
+@pytest.mark.parametrize("key", ["leakcheck_kinds", "leakcheck_scope"])
+def test_empty_ini_setting_is_a_usage_error(pytester, key):
+    pytester.makeini(f"[pytest]\nleakcheck = true\n{key} =\n")
+    assert_usage_error(run(pytester), f"leakcheck: ini {key} is empty")
 
 
 # -- the grace period
@@ -652,6 +747,54 @@ def test_marker_on_leak_warn_warns_and_passes(pytester):
     assert "thread 'log-follower' in test_inner.follow_logs" in str(result.stdout)
 
 
+def line_of(pytester: pytest.Pytester, text: str, name: str = "test_inner") -> int:
+    """The line number of the first line of an inner test module that holds ``text``."""
+    lines = (pytester.path / f"{name}.py").read_text().splitlines()
+    return next(number for number, line in enumerate(lines, 1) if text in line)
+
+
+def test_on_leak_warn_points_at_the_test_not_at_pytest(pytester):
+    write_tests(
+        pytester,
+        """
+        @pytest.mark.leakcheck(timeout=0.1, on_leak="warn")
+        def test_marked():
+            leak("marked-follower")
+
+        @leakcheck.no_leaks(timeout=0.1, on_leak="warn")
+        def test_decorated():
+            leak("decorated-follower")
+        """,
+    )
+    write_tests(
+        pytester,
+        """
+        pytestmark = pytest.mark.leakcheck(timeout=0.1, on_leak="warn")
+
+        def test_in_module():
+            leak("module-follower")
+        """,
+        name="test_module_warn",
+    )
+    result = run(pytester, "--leakcheck-scope=module", "-W", "always::leakcheck.LeakWarning")
+    result.assert_outcomes(passed=3, warnings=3)
+    assert result.ret == pytest.ExitCode.OK
+    marked, decorated = line_of(pytester, "mark.leakcheck(timeout"), line_of(pytester, "no_leaks(timeout")
+    result.stdout.fnmatch_lines(
+        [
+            "test_inner.py::test_marked",
+            f"  *{pytester.path.name}/test_inner.py:{marked}: LeakWarning: leakcheck: 1 leaked thread*",
+            "test_inner.py::test_decorated",
+            f"  *{pytester.path.name}/test_inner.py:{decorated}: LeakWarning: leakcheck: 1 leaked thread*",
+            "test_module_warn.py::test_in_module",
+            f"  *{pytester.path.name}/test_module_warn.py:1: LeakWarning: leakcheck: 1 leaked thread*",
+        ]
+    )
+    for culprit in ("marked-follower", "decorated-follower", "module-follower"):
+        assert f"thread '{culprit}' in " in str(result.stdout)
+    assert "_callers.py" not in str(result.stdout)  # pluggy's frame, which the warning used to name
+
+
 @pytest.mark.parametrize(
     "marker, message",
     [
@@ -663,6 +806,7 @@ def test_marker_on_leak_warn_warns_and_passes(pytester):
         ("@pytest.mark.leakcheck(threads=1)", "threads must be True or False"),
         ("@pytest.mark.leakcheck(on_leak='explode')", "on_leak must be"),
         ("@pytest.mark.leakcheck(ignore='log-follower')", "use ignore_name()"),
+        ("@pytest.mark.leakcheck(threads=False, tasks=False)", "threads=False and tasks=False leave nothing to check"),
     ],
 )
 def test_bad_marker_is_a_usage_error_naming_the_test(pytester, marker, message):
@@ -670,6 +814,30 @@ def test_bad_marker_is_a_usage_error_naming_the_test(pytester, marker, message):
     result = run(pytester)
     assert_usage_error(result, "test_inner.py::test_marked: @pytest.mark.leakcheck: ", message)
     result.assert_outcomes()  # nothing ran
+
+
+def test_marker_turning_off_the_only_kind_the_command_line_leaves_is_a_usage_error(pytester):
+    write_tests(pytester, "@pytest.mark.leakcheck(threads=False)\ndef test_marked():\n    pass\n")
+    result = run(pytester, "--leakcheck-kinds=threads")
+    assert_usage_error(
+        result,
+        "test_inner.py::test_marked: @pytest.mark.leakcheck: threads=False and tasks=False (with --leakcheck-kinds",
+        "enabled=False",
+    )
+
+
+def test_marker_with_both_kinds_off_and_forbid_checks_the_stacks(pytester):
+    write_tests(
+        pytester,
+        """
+        @pytest.mark.leakcheck(threads=False, tasks=False, forbid="follow_logs", timeout=0.1)
+        def test_forbids():
+            leak("forbidden-follower")
+        """,
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=1, errors=1)
+    assert "forbidden: thread 'forbidden-follower'" in report_of(result, "test_inner.py::test_forbids")
 
 
 def test_bad_module_marker_is_a_usage_error_naming_the_module(pytester):
@@ -742,6 +910,38 @@ def test_fixture_methods(pytester):
     assert_clean(run(pytester), passed=1)
 
 
+def test_fixture_offers_what_a_test_calls_on_the_module_it_hides(pytester):
+    # The fixture's name hides the module inside the test: what the README calls as leakcheck.X works.
+    write_tests(
+        pytester,
+        """
+        def tail_logs(gate):
+            follow_logs(gate)
+
+        def test_matchers(leakcheck: leakcheck.LeakCheckFixture):
+            leakcheck.ignore(
+                leakcheck.ignore_name("^log-follower$"),
+                leakcheck.ignore_top_function("test_inner.push_metrics"),
+                leakcheck.ignore_any_function("test_inner.tail_logs"),
+            )
+            leak("log-follower")
+            leak("metrics-pusher", push_metrics)
+            leak("log-tailer", tail_logs)
+            leak("log-reporter")
+            taken = leakcheck.snapshot()
+            assert [info.name for info in leakcheck.find_stacks("tail_logs", source=taken)] == ["log-tailer"]
+            leakcheck.assert_stack_match("push_metrics", source=taken)
+            leakcheck.assert_no_stack_match("no_such_function", source=taken)
+        """,
+    )
+    result = run(pytester, GRACE)
+    result.assert_outcomes(passed=1, errors=1)
+    report = report_of(result, "test_inner.py::test_matchers")
+    assert "thread 'log-reporter' in test_inner.follow_logs" in report
+    for ignored in ("log-follower", "metrics-pusher", "log-tailer"):
+        assert ignored not in report
+
+
 def test_fixture_ignore_applies_to_its_own_test_only(pytester):
     write_tests(
         pytester,
@@ -763,6 +963,44 @@ def test_fixture_ignore_applies_to_its_own_test_only(pytester):
     assert "metrics-pusher" in first
     assert "log-follower" not in first
     assert "log-follower" in report_of(result, "test_inner.py::test_does_not_ignore")
+
+
+# -- how a failing no_leaks block reads
+
+
+def test_failing_no_leaks_block_shows_the_report_and_no_frame_of_leakcheck(pytester):
+    write_tests(
+        pytester,
+        """
+        import asyncio
+
+        from leakcheck import no_leaks
+
+        def test_with_block():
+            with no_leaks(timeout=0.1):
+                leak("block-follower")
+
+        @no_leaks(timeout=0.1)
+        def test_decorated():
+            leak("decorated-follower")
+
+        def test_async_block():
+            async def body():
+                async with no_leaks(timeout=0.1):
+                    leak("async-follower")
+
+            asyncio.run(body())
+        """,
+    )
+    result = run(pytester)
+    result.assert_outcomes(failed=3)
+    output = str(result.stdout)
+    for culprit in ("block-follower", "decorated-follower", "async-follower"):
+        assert f"thread '{culprit}' in test_inner.follow_logs" in output
+    assert len(fnmatch.filter(result.outlines, "E * leakcheck.LeakError: leakcheck: 1 leaked thread *")) == 3
+    internals = ("_check.py", "act_on_report", "def finish", "report = LeakReport", "options = Options", "_report.")
+    for internal in internals:
+        assert internal not in output, internal
 
 
 # -- what a test is blamed for

@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import queue
 import subprocess
 import sys
 import textwrap
@@ -19,7 +21,7 @@ import time
 import tracemalloc
 import types
 import weakref
-from typing import Any, List
+from typing import Any, List, Optional
 
 import pytest
 
@@ -311,6 +313,37 @@ def test_100000_clean_checks_keep_memory_flat():
     assert result.returncode == 0, result.stderr
     growth = int(result.stdout)
     assert growth < 64 * 1024, f"{growth} bytes retained by 100,000 clean checks"
+
+
+def test_blocks_entered_here_and_exited_elsewhere_leave_nothing_behind(traced_memory):
+    # A thread that keeps entering blocks which another thread exits must not pile up
+    # what it knows of them (the exits happen where it cannot clean up after them).
+    stacks: queue.Queue[Optional[contextlib.ExitStack]] = queue.Queue()
+    closed = threading.Semaphore(0)
+
+    def close_stacks() -> None:
+        while (stack := stacks.get()) is not None:
+            stack.close()
+            closed.release()
+
+    def enter_here_exit_there(count: int) -> None:
+        for _ in range(count):
+            stack = contextlib.ExitStack()
+            stack.enter_context(no_leaks())
+            stacks.put(stack)
+            assert closed.acquire(timeout=5)
+
+    closer = threading.Thread(target=close_stacks, name="stack-closer")
+    closer.start()
+    try:
+        enter_here_exit_there(200)  # warm-up
+        before = traced_memory()
+        enter_here_exit_there(2_000)
+        growth = traced_memory() - before
+    finally:
+        stacks.put(None)
+        closer.join(5)
+    assert growth < 64 * 1024, f"{growth} bytes retained by 2,000 blocks exited from another thread"
 
 
 def leaked_thread_target(running: threading.Event, release: threading.Event) -> None:

@@ -462,6 +462,7 @@ def test_leakcheck_testcase_subclass_inherits_and_overrides_options():
         ({"forbid": [42]}, TypeError),
         ({"no_such_option": True}, TypeError),
         ([("timeout", 1.0)], TypeError),
+        ({"threads": False, "tasks": False}, ValueError),  # would check nothing
     ],
 )
 @pytest.mark.parametrize("base", [LeakCheckTestCase, AsyncLeakCheckTestCase])
@@ -632,3 +633,96 @@ def test_idle_default_executor_workers_of_the_test_loop_are_not_leaks(kind):
     result = run_case(checked(kind, Inner))
     assert result.testsRun == 1
     assert result.wasSuccessful(), result.failures + result.errors
+
+
+# How a leak failure reads: the report, under leakcheck's public name, and no frame of
+# leakcheck's own (nor, for IsolatedAsyncioTestCase, of asyncio's runner).
+
+
+def frames_before_the_message(text: str) -> str:
+    assert "leakcheck.LeakError: leakcheck: " in text, text
+    assert "leakcheck._report" not in text
+    return text.split("leakcheck.LeakError: leakcheck: ", 1)[0]
+
+
+def leaking_case(kind: str) -> type:
+    if kind in ASYNC_KINDS:
+
+        class AsyncInner(async_base(kind)):  # type: ignore[misc]
+            leakcheck_options: ClassVar[Dict[str, Any]] = {"timeout": GRACE}
+
+            async def test_leaks(self):
+                start_worker(name="unseen-frames-worker")
+
+        return checked(kind, AsyncInner)
+
+    class Inner(LeakCheckTestCase if kind == "LeakCheckTestCase" else unittest.TestCase):  # type: ignore[misc]
+        leakcheck_options: ClassVar[Dict[str, Any]] = {"timeout": GRACE}
+
+        def test_leaks(self):
+            start_worker(name="unseen-frames-worker")
+
+    return Inner if kind == "LeakCheckTestCase" else no_leaks(timeout=GRACE)(Inner)
+
+
+@pytest.mark.parametrize("kind", ["LeakCheckTestCase", "decorated-TestCase", *ASYNC_KINDS])
+def test_leak_failure_of_a_checked_test_shows_the_report_and_no_frame(kind):
+    result = run_case(leaking_case(kind))
+    assert result.errors == []
+    (failure,) = entries_for(result.failures, "test_leaks")
+    assert "thread 'unseen-frames-worker' in " in failure
+    frames = frames_before_the_message(failure)
+    assert 'File "' not in frames, failure  # like a failure unittest raises itself
+
+
+@pytest.mark.parametrize("name", ["test_with", "test_decorated"])
+def test_leak_of_a_no_leaks_block_in_a_test_shows_no_inner_frame_of_the_check(name):
+    class Inner(unittest.TestCase):
+        def test_with(self):
+            with no_leaks(timeout=GRACE):
+                start_worker(name="block-worker")
+
+        @no_leaks(timeout=GRACE)
+        def test_decorated(self):
+            start_worker(name="block-worker")
+
+    result = unittest.TestResult()
+    Inner(name).run(result)
+    (failure,) = entries_for(result.failures, name)
+    assert "thread 'block-worker' in " in failure
+    frames = frames_before_the_message(failure)
+    for internal in ("act_on_report", "in finish", "in _finish"):
+        assert internal not in frames, failure
+    # At most the test's frame and the one leakcheck frame that raised: the with statement's exit
+    # or the decorator's wrapper.
+    assert frames.count('File "') <= 2, failure
+
+
+# Where an on_leak="warn" warning points: the test method, not unittest's cleanup machinery.
+
+
+@pytest.mark.parametrize("kind", ["LeakCheckTestCase", "decorated-TestCase", *ASYNC_KINDS])
+def test_on_leak_warn_points_at_the_test_method(kind):
+    if kind in ASYNC_KINDS:
+
+        class AsyncInner(async_base(kind)):  # type: ignore[misc]
+            leakcheck_options: ClassVar[Dict[str, Any]] = {"timeout": GRACE, "on_leak": "warn"}
+
+            async def test_leaks(self):
+                start_worker(name="warned-worker")
+
+        case_class = checked(kind, AsyncInner)
+    else:
+
+        class Inner(LeakCheckTestCase if kind == "LeakCheckTestCase" else unittest.TestCase):  # type: ignore[misc]
+            leakcheck_options: ClassVar[Dict[str, Any]] = {"timeout": GRACE, "on_leak": "warn"}
+
+            def test_leaks(self):
+                start_worker(name="warned-worker")
+
+        case_class = Inner if kind == "LeakCheckTestCase" else no_leaks(**Inner.leakcheck_options)(Inner)
+    with pytest.warns(LeakWarning, match="warned-worker") as record:
+        result = run_case(case_class)
+    assert result.wasSuccessful(), result.failures + result.errors
+    (warning,) = record
+    assert (warning.filename, warning.lineno) == (__file__, case_class.test_leaks.__code__.co_firstlineno)

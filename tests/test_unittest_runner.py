@@ -560,3 +560,33 @@ def test_a_child_spawned_by_a_test_does_not_import_leakcheck(tmp_path: Path, sta
     assert proc.returncode == 0, output
     assert "the spawned child imported []" in output
     assert "leakcheck:" not in output
+
+
+def test_verbose_prints_one_status_for_a_test_that_fails_and_leaks(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "test_broken.py",
+        """
+        import threading
+        import unittest
+
+        RELEASE = threading.Event()
+
+        def poll_forever():
+            RELEASE.wait()
+
+        def tearDownModule():
+            RELEASE.set()
+
+        class BrokenTests(unittest.TestCase):
+            def test_fails_and_leaks(self):
+                threading.Thread(target=poll_forever, name="broken-poller", daemon=True).start()
+                self.assertEqual("expected", "actual")
+        """,
+    )
+    proc = run_runner(tmp_path, FAST, "-v", "test_broken")
+    output = output_of(proc)
+    assert proc.returncode == 1, output
+    assert len(re.findall(r"\.\.\. FAIL$", output, re.MULTILINE)) == 1, output
+    assert output.count("FAIL: test_fails_and_leaks") == 2, output  # both failures are listed at the end
+    assert "thread 'broken-poller' in test_broken.poll_forever" in output

@@ -36,14 +36,32 @@ class LeakCheckResult(unittest.TextTestResult):
     """A text result that opens each test's leak check as the test starts."""
 
     check: LeakCheck = LeakCheck(make_options())
+    _failed: Optional[unittest.TestCase] = None
 
     def startTest(self, test: unittest.TestCase) -> None:
+        self._failed = None
         super().startTest(test)
         if isinstance(test, unittest.TestCase):
             from .._unittest import checks_itself, start_test_check  # brings asyncio, for IsolatedAsyncioTestCase
 
             if not checks_itself(test):
                 start_test_check(test, self.check)
+
+    # A test that fails and then leaks is reported twice (its own failure, then the leak): the
+    # text result would print its status line twice. The second is listed at the end, not printed.
+    def addFailure(self, test: unittest.TestCase, err: Any) -> None:
+        if test is self._failed:
+            unittest.TestResult.addFailure(self, test, err)
+        else:
+            self._failed = test
+            super().addFailure(test, err)
+
+    def addError(self, test: unittest.TestCase, err: Any) -> None:
+        if test is self._failed:
+            unittest.TestResult.addError(self, test, err)
+        else:
+            self._failed = test
+            super().addError(test, err)
 
 
 def _parser() -> argparse.ArgumentParser:
