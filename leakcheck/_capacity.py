@@ -141,16 +141,19 @@ def global_holding(thread: Any) -> Optional[str]:
     """``"module.name"`` of a module global that is ``thread``, or an object whose attribute is it.
 
     Such a thread was started when its module was imported (a cache refresher,
-    say), so it appears in whichever test imports the module first.
+    say), so it appears in whichever test imports the module first.  Only the
+    modules that define the thread's target or its class are looked into: that
+    is where such a global lives, and it keeps a report cheap.
     """
-    for name, module in list(sys.modules.items()):
-        namespace = getattr(module, "__dict__", None)
+    target = getattr(thread, "_target", None)
+    function = getattr(target, "__func__", target)
+    names = {getattr(function, "__module__", None), type(thread).__module__} - {None, "threading"}
+    for name in names:
+        namespace = getattr(sys.modules.get(str(name)), "__dict__", None)
         if not isinstance(namespace, dict):
             continue
         for key, value in list(namespace.items()):
-            if value is thread:
-                return f"{name}.{key}"
-            if type(value).__module__ == name and thread in _attributes(value):
+            if value is thread or (type(value).__module__ == name and any(v is thread for v in _attributes(value))):
                 return f"{name}.{key}"
     return None
 

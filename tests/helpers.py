@@ -124,3 +124,15 @@ def create_task_on(loop: asyncio.AbstractEventLoop, coro: Any, name: str) -> asy
     loop.call_soon_threadsafe(stepped.set)
     assert stepped.wait(JOIN_TIMEOUT)
     return created[0]
+
+
+class NumberedThread(threading.Thread):
+    """A Thread subclass whose name is not a str."""
+
+    @property  # type: ignore[override]
+    def name(self) -> Any:
+        return 42
+
+    @name.setter
+    def name(self, value: Any) -> None:
+        pass

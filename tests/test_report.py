@@ -9,7 +9,7 @@ import threading
 from typing import List, Tuple
 
 import pytest
-from helpers import parked_threads
+from helpers import NumberedThread, parked_threads
 
 from leakcheck import Frame, LeakError, LeakReport, LeakWarning, ThreadInfo, no_leaks
 
@@ -164,18 +164,6 @@ def test_leak_warning_pickles_with_its_report(leak):
     assert type(copy) is LeakWarning
     assert copy.report == error.report
     assert str(copy) == str(error.report)
-
-
-class NumberedThread(threading.Thread):
-    """A Thread subclass whose name is not a str."""
-
-    @property  # type: ignore[override]
-    def name(self) -> object:
-        return 42
-
-    @name.setter
-    def name(self, value: object) -> None:
-        pass
 
 
 def test_a_thread_whose_name_is_not_a_str_is_reported_beside_another_leak():

@@ -11,7 +11,7 @@ import types
 import weakref
 from typing import Any, List
 
-from helpers import JOIN_TIMEOUT, create_task_on, loop_in_thread, parked_threads
+from helpers import JOIN_TIMEOUT, NumberedThread, create_task_on, loop_in_thread, parked_threads
 
 from leakcheck import Frame, Snapshot, TaskInfo, ThreadInfo, snapshot
 
@@ -296,18 +296,6 @@ class HostileCoroutine(collections.abc.Coroutine):  # type: ignore[type-arg]
 class NamelessTask(asyncio.Task):  # type: ignore[type-arg]
     def get_name(self) -> str:
         raise RuntimeError("no name for you")
-
-
-class NumberedThread(threading.Thread):
-    """A Thread subclass whose name is not a str."""
-
-    @property  # type: ignore[override]
-    def name(self) -> Any:
-        return 42
-
-    @name.setter
-    def name(self, value: Any) -> None:
-        pass
 
 
 def test_odd_tasks_and_threads_are_described_as_well_as_possible_and_never_break_the_snapshot():

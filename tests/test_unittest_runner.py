@@ -169,28 +169,27 @@ def test_clean_suite_passes(tmp_path: Path) -> None:
     assert "leakcheck:" not in output
 
 
+BROKEN = """
+import threading
+import unittest
+
+RELEASE = threading.Event()
+
+def poll_forever():
+    RELEASE.wait()
+
+def tearDownModule():
+    RELEASE.set()
+
+class BrokenTests(unittest.TestCase):
+    def test_fails_and_leaks(self):
+        threading.Thread(target=poll_forever, name="broken-poller", daemon=True).start()
+        self.assertEqual("expected", "actual")
+"""
+
+
 def test_failing_test_that_leaks_shows_both(tmp_path: Path) -> None:
-    write(
-        tmp_path,
-        "test_broken.py",
-        """
-        import threading
-        import unittest
-
-        RELEASE = threading.Event()
-
-        def poll_forever():
-            RELEASE.wait()
-
-        def tearDownModule():
-            RELEASE.set()
-
-        class BrokenTests(unittest.TestCase):
-            def test_fails_and_leaks(self):
-                threading.Thread(target=poll_forever, name="broken-poller", daemon=True).start()
-                self.assertEqual("expected", "actual")
-        """,
-    )
+    write(tmp_path, "test_broken.py", BROKEN)
     proc = run_runner(tmp_path, FAST)
     output = output_of(proc)
     assert proc.returncode == 1, output
@@ -563,27 +562,7 @@ def test_a_child_spawned_by_a_test_does_not_import_leakcheck(tmp_path: Path, sta
 
 
 def test_verbose_prints_one_status_for_a_test_that_fails_and_leaks(tmp_path: Path) -> None:
-    write(
-        tmp_path,
-        "test_broken.py",
-        """
-        import threading
-        import unittest
-
-        RELEASE = threading.Event()
-
-        def poll_forever():
-            RELEASE.wait()
-
-        def tearDownModule():
-            RELEASE.set()
-
-        class BrokenTests(unittest.TestCase):
-            def test_fails_and_leaks(self):
-                threading.Thread(target=poll_forever, name="broken-poller", daemon=True).start()
-                self.assertEqual("expected", "actual")
-        """,
-    )
+    write(tmp_path, "test_broken.py", BROKEN)
     proc = run_runner(tmp_path, FAST, "-v", "test_broken")
     output = output_of(proc)
     assert proc.returncode == 1, output
