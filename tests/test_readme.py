@@ -446,12 +446,17 @@ def output_of_dump(block: Block, tmp_path: Path) -> None:
         assert process.stdout is not None
         url = process.stdout.readline().strip()
         assert url.startswith("http://"), f"the app did not start: {url!r}"
-        taken = leakcheck.fetch_snapshot(url)
-        for _ in range(100):  # until the loop has started the follow-logs task
-            if len(taken.tasks) == 2 and all(task.awaiting for task in taken.tasks):
-                break
-            time.sleep(0.05)
+        # Fetch until the app is at rest: both tasks suspended, and the main thread back in its
+        # selector (between two selects it shows other frames). Each fetch is a round trip.
+        deadline = time.monotonic() + TIMEOUT
+        while True:
             taken = leakcheck.fetch_snapshot(url)
+            (main_thread,) = [info for info in taken.threads if info.name == "MainThread"]
+            at_rest = bool(main_thread.frames) and main_thread.frames[-1].function.startswith("selectors.")
+            if (len(taken.tasks) == 2 and all(task.awaiting for task in taken.tasks) and at_rest) or (
+                time.monotonic() > deadline
+            ):
+                break
     finally:
         process.kill()
         process.wait(timeout=TIMEOUT)
