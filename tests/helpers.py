@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import threading
 from typing import Any, Callable, Iterator, List, Optional, Set
 
@@ -136,3 +137,28 @@ class NumberedThread(threading.Thread):
     @name.setter
     def name(self, value: Any) -> None:
         pass
+
+
+@contextlib.contextmanager
+def answering(body: bytes):
+    """The URL of an HTTP endpoint on loopback that answers every GET with ``body``; stopped and joined on exit."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.HTTPServer(("127.0.0.1", 0), Handler) as endpoint:
+        thread = threading.Thread(target=endpoint.serve_forever, name="fake-endpoint", daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{endpoint.server_address[1]}/"
+        finally:
+            endpoint.shutdown()
+            thread.join(10)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import http.server
 import json
 import os
 import subprocess
@@ -12,6 +10,7 @@ import threading
 
 import helpers
 import pytest
+from helpers import answering
 
 import leakcheck
 from leakcheck import serve_stacks
@@ -128,30 +127,6 @@ def test_an_unreachable_target_exits_2():
     result = cli("check", closed.url, "--absent", "follow_logs")
     assert result.returncode == 2
     assert "cannot reach" in result.stderr
-
-
-@contextlib.contextmanager
-def answering(body: bytes):
-    """The URL of an HTTP endpoint on loopback that answers every GET with ``body``; stopped and joined on exit."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    with http.server.HTTPServer(("127.0.0.1", 0), Handler) as endpoint:
-        thread = threading.Thread(target=endpoint.serve_forever, name="fake-endpoint", daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{endpoint.server_address[1]}/"
-        finally:
-            endpoint.shutdown()
-            thread.join(10)
 
 
 SNAPSHOT_TAKEN_AT = '{"format":"leakcheck-snapshot","version":1,"pid":4242,"taken_at":TAKEN_AT,"threads":[],"tasks":[]}'

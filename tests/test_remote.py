@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import http.server
 import os
 import stat
 import subprocess
@@ -13,6 +11,7 @@ import threading
 
 import helpers
 import pytest
+from helpers import answering
 
 from leakcheck import (
     LeakError,
@@ -93,31 +92,6 @@ def test_fetch_snapshot_from_a_closed_server_is_a_remote_error():
 def test_fetch_snapshot_refuses_bad_arguments(url, kwargs, error, message):
     with pytest.raises(error, match=message):
         fetch_snapshot(url, **kwargs)
-
-
-@contextlib.contextmanager
-def answering(body: bytes):
-    """The URL of an HTTP endpoint on loopback that answers every GET with ``body``; stopped and joined on exit."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    with http.server.HTTPServer(("127.0.0.1", 0), Handler) as endpoint:
-        thread = threading.Thread(target=endpoint.serve_forever, name="fake-endpoint", daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{endpoint.server_address[1]}/"
-        finally:
-            endpoint.shutdown()
-            thread.join(10)
 
 
 ANSWER = (

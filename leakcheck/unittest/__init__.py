@@ -49,19 +49,22 @@ class LeakCheckResult(unittest.TextTestResult):
 
     # A test that fails and then leaks is reported twice (its own failure, then the leak): the
     # text result would print its status line twice. The second is listed at the end, not printed.
+    def _first_failure(self, test: unittest.TestCase) -> bool:
+        first = test is not self._failed
+        self._failed = test
+        return first
+
     def addFailure(self, test: unittest.TestCase, err: Any) -> None:
-        if test is self._failed:
-            unittest.TestResult.addFailure(self, test, err)
-        else:
-            self._failed = test
+        if self._first_failure(test):
             super().addFailure(test, err)
+        else:
+            unittest.TestResult.addFailure(self, test, err)
 
     def addError(self, test: unittest.TestCase, err: Any) -> None:
-        if test is self._failed:
-            unittest.TestResult.addError(self, test, err)
-        else:
-            self._failed = test
+        if self._first_failure(test):
             super().addError(test, err)
+        else:
+            unittest.TestResult.addError(self, test, err)
 
 
 def _parser() -> argparse.ArgumentParser:
