@@ -11,9 +11,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._assertions import assert_no_stack_match, assert_stack_match, find_stacks
-from ._check import LeakCheck, find_leaks, no_leaks
-from ._matching import (
+from .engine.assertions import assert_no_stack_match, assert_stack_match, find_stacks
+from .engine.check import LeakCheck, find_leaks, no_leaks
+from .engine.matching import (
     BUILTIN_IGNORES,
     Matcher,
     ignore_any_function,
@@ -22,18 +22,18 @@ from ._matching import (
     ignore_top_function,
     use_builtin_ignores,
 )
-from ._model import Frame, Snapshot, TaskInfo, ThreadInfo
-from ._report import LeakError, LeakReport, LeakWarning
-from ._snapshot import snapshot
+from .engine.snapshot import snapshot
+from .records import Frame, Snapshot, TaskInfo, ThreadInfo
+from .reporting.report import LeakError, LeakReport, LeakWarning
 
 if TYPE_CHECKING:
-    from ._agent import start_agent
-    from ._dump import parse_dump
-    from ._pytest_plugin import LeakCheckFixture
-    from ._remote import RemoteError, fetch_snapshot
-    from ._server import StackServer, serve_stacks
-    from ._unittest import AsyncLeakCheckTestCase, LeakCheckTestCase
-    from ._web_apps import asgi_app, wsgi_app
+    from .integrations.pytest_plugin import LeakCheckFixture
+    from .integrations.unittest import AsyncLeakCheckTestCase, LeakCheckTestCase
+    from .remote.agent import start_agent
+    from .remote.client import RemoteError, fetch_snapshot
+    from .remote.server import StackServer, serve_stacks
+    from .remote.web_apps import asgi_app, wsgi_app
+    from .reporting.dump import parse_dump
 
 __version__ = "0.1.0"
 
@@ -77,17 +77,17 @@ __all__ = [
 # pytest, the remote tools need sockets, and the dump's parser compiles its
 # regular expressions.
 _LAZY = {
-    "AsyncLeakCheckTestCase": "_unittest",
-    "LeakCheckTestCase": "_unittest",
-    "LeakCheckFixture": "_pytest_plugin",
-    "parse_dump": "_dump",
-    "StackServer": "_server",
-    "serve_stacks": "_server",
-    "wsgi_app": "_web_apps",
-    "asgi_app": "_web_apps",
-    "fetch_snapshot": "_remote",
-    "RemoteError": "_remote",
-    "start_agent": "_agent",
+    "AsyncLeakCheckTestCase": "integrations.unittest",
+    "LeakCheckTestCase": "integrations.unittest",
+    "LeakCheckFixture": "integrations.pytest_plugin",
+    "parse_dump": "reporting.dump",
+    "StackServer": "remote.server",
+    "serve_stacks": "remote.server",
+    "wsgi_app": "remote.web_apps",
+    "asgi_app": "remote.web_apps",
+    "fetch_snapshot": "remote.client",
+    "RemoteError": "remote.client",
+    "start_agent": "remote.agent",
 }
 
 

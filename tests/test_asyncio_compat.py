@@ -1,4 +1,4 @@
-"""leakcheck._asyncio_compat: the one place that knows CPython's private task registries."""
+"""leakcheck.kinds.asyncio_compat: the one place that knows CPython's private task registries."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import weakref
 
 import pytest
 
-from leakcheck import _asyncio_compat as compat
+from leakcheck.kinds import asyncio_compat as compat
 
 
 async def parked_job() -> None:
@@ -210,7 +210,7 @@ def test_nothing_is_found_and_asyncio_is_not_imported_when_the_program_never_imp
     code = textwrap.dedent(
         """
         import sys
-        from leakcheck import _asyncio_compat as compat
+        from leakcheck.kinds import asyncio_compat as compat
         assert "asyncio" not in sys.modules
         assert compat.task_tokens() == frozenset()
         assert compat.all_tasks() == []
@@ -331,7 +331,7 @@ def test_a_loop_made_before_the_first_census_is_seen():
         loop = asyncio.new_event_loop()
         task = loop.create_task(parked(), name="early")
         loop.run_until_complete(asyncio.sleep(0))
-        from leakcheck import _asyncio_compat as compat
+        from leakcheck.kinds import asyncio_compat as compat
         print([t.get_name() for t in compat.all_tasks()])
         """
     )
@@ -360,7 +360,7 @@ def test_without_a_free_monitoring_tool_id_the_census_warns_and_is_still_exact()
         import asyncio, sys
         for tool_id in (3, 4):
             sys.monitoring.use_tool_id(tool_id, "someone else")
-        from leakcheck import _asyncio_compat as compat
+        from leakcheck.kinds import asyncio_compat as compat
         before = compat.task_tokens()
         async def parked():
             await asyncio.get_running_loop().create_future()
@@ -405,7 +405,7 @@ def test_unrecognised_internals_make_every_census_raise_naming_the_version(monke
 @pytest.mark.skipif(sys.version_info < (3, 14), reason="asyncio.capture_call_graph is new in Python 3.14")
 @pytest.mark.asyncio
 async def test_await_chains_agree_with_capture_call_graph_and_go_further_into_async_generators():
-    from leakcheck._frames import coroutine_frames
+    from leakcheck.kinds.frames import coroutine_frames
 
     async def middle() -> None:
         await parked_job()

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from leakcheck import Frame, Snapshot, TaskInfo, ThreadInfo, parse_dump, snapshot
-from leakcheck._dump import MAX_INT
-from leakcheck._model import format_frames, task_stack
+from leakcheck.records import format_frames, task_stack
+from leakcheck.reporting.dump import MAX_INT
 
 # -- strategies: any text anywhere; odd text is escaped in the dump and reads back exactly
 

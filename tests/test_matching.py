@@ -27,7 +27,7 @@ from leakcheck import (
     no_leaks,
     use_builtin_ignores,
 )
-from leakcheck._stack_top import WAITING_FUNCTIONS, WAITING_MODULES, WRAPPER_MODULES
+from leakcheck.kinds.stack_top import WAITING_FUNCTIONS, WAITING_MODULES, WRAPPER_MODULES
 
 GRACE = 0.05
 HERE = __name__  # "test_matching" or "tests.test_matching", depending on how pytest imports it

@@ -533,7 +533,7 @@ def test_anyio_lease_of_a_runner_without_an_asyncio_loop_leases_no_loop_and_brea
     """anyio's get_runner() hands out the runner already open, whatever its backend (trio's, say)."""
     import contextlib
 
-    from leakcheck._pytest_loops import _lease
+    from leakcheck.integrations.pytest_loops import _lease
 
     class TrioLikeRunner:  # anyio's trio TestRunner has no get_loop()
         pass

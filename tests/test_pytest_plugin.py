@@ -12,7 +12,7 @@ from __future__ import annotations
 # sessions the first to import concurrent.futures.thread, a later session would
 # run its pool workers with the dropped module's _worker while leakcheck sees a
 # fresh module, and could no longer tell idle pool workers apart (see
-# leakcheck._threads.executor_of).  Importing it here keeps one module for all.
+# leakcheck.kinds.threads.executor_of).  Importing it here keeps one module for all.
 import concurrent.futures.thread  # noqa: F401
 import fnmatch
 import subprocess
@@ -112,7 +112,7 @@ def assert_usage_error(result: pytest.RunResult, *fragments: str) -> None:
 def test_registered_through_the_pytest11_entry_point():
     found = entry_points()
     group = found.select(group="pytest11") if hasattr(found, "select") else found.get("pytest11", ())
-    assert ("leakcheck", "leakcheck._pytest_plugin") in {(ep.name, ep.value) for ep in group}
+    assert ("leakcheck", "leakcheck.integrations.pytest_plugin") in {(ep.name, ep.value) for ep in group}
 
 
 def test_help_lists_the_options(pytester):

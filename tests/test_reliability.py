@@ -25,7 +25,8 @@ from typing import Any, List, Optional
 
 import pytest
 
-from leakcheck import LeakError, _asyncio_compat, find_leaks, find_stacks, no_leaks, snapshot
+from leakcheck import LeakError, find_leaks, find_stacks, no_leaks, snapshot
+from leakcheck.kinds import asyncio_compat as _asyncio_compat
 
 GRACE = 0.05
 HOLDER_TYPES = (

@@ -25,7 +25,7 @@ from leakcheck import (
     snapshot,
     start_agent,
 )
-from leakcheck._agent import socket_path
+from leakcheck.remote.agent import socket_path
 
 # In this process the test's own thread is in the dump too: keywords are held in
 # constants so that the calling source lines never contain them.
@@ -280,7 +280,7 @@ def test_the_agent_refuses_a_directory_others_can_enter(tmp_path, monkeypatch):
     monkeypatch.setenv("LEAKCHECK_AGENT_DIR", str(loose))
     loose.mkdir(mode=0o755)
     loose.chmod(0o755)
-    from leakcheck import _agent
+    from leakcheck.remote import agent as _agent
 
     with pytest.raises(PermissionError, match="mode 0700"):
         _agent._private_directory()

@@ -16,7 +16,7 @@ from typing import Callable, Iterator, List
 import pytest
 
 from leakcheck import RemoteError, fetch_snapshot, find_stacks, snapshot, start_agent, wsgi_app
-from leakcheck._agent import socket_path
+from leakcheck.remote.agent import socket_path
 
 FETCH_TIMEOUT = 0.5
 SLACK = 3.0  # a loaded CI machine may be late to wake; a per-read timeout would take far longer than this
@@ -284,7 +284,7 @@ def test_sockets_of_killed_processes_are_removed_when_an_agent_starts(tmp_path, 
         find_stacks("x", source=child.pid)
     unrelated = tmp_path / "agents" / "notes.txt"
     unrelated.write_text("kept")
-    from leakcheck import _agent
+    from leakcheck.remote import agent as _agent
 
     monkeypatch.setattr(_agent, "_running", None)  # this process's own agent, if a test started one, elsewhere
     try:
@@ -395,7 +395,7 @@ def test_json_nested_too_deeply_is_a_value_error_and_a_remote_error(scripted):
 
 
 def test_the_agent_directory_is_one_fixed_place(monkeypatch):
-    from leakcheck._agent import agent_directory
+    from leakcheck.remote.agent import agent_directory
 
     monkeypatch.delenv("LEAKCHECK_AGENT_DIR", raising=False)
     for variable in ("XDG_RUNTIME_DIR", "TMPDIR"):
@@ -455,10 +455,10 @@ def test_an_error_answer_to_head_has_no_body():
 
 
 def test_without_a_thread_to_spare_the_server_answers_itself(monkeypatch):
-    import leakcheck._server
+    import leakcheck.remote.server
     from leakcheck import serve_stacks
 
-    real = leakcheck._server.start_helper
+    real = leakcheck.remote.server.start_helper
     failures = [RuntimeError("can't start new thread")]
 
     def failing_once(target, name):
@@ -467,7 +467,7 @@ def test_without_a_thread_to_spare_the_server_answers_itself(monkeypatch):
         return real(target, name)
 
     with serve_stacks() as server:
-        monkeypatch.setattr(leakcheck._server, "start_helper", failing_once)
+        monkeypatch.setattr(leakcheck.remote.server, "start_helper", failing_once)
         answered_inline = fetch_snapshot(server.url, timeout=10)
         assert not failures
         assert "MainThread" in [info.name for info in answered_inline.threads]

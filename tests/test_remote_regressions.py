@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from leakcheck import RemoteError, assert_stack_match, fetch_snapshot, find_stacks, serve_stacks, snapshot
-from leakcheck._agent import socket_path
+from leakcheck.remote.agent import socket_path
 
 
 class _Fake:

@@ -109,7 +109,7 @@ def test_busy_default_executor_worker_does_not_cost_the_whole_grace_period():
 
 
 def test_polling_an_unprogressable_task_does_not_spin(monkeypatch):
-    import leakcheck._tasks as tasks_module
+    import leakcheck.kinds.tasks as tasks_module
 
     calls = []
     original = tasks_module.TaskProbe.describe

@@ -26,8 +26,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import leakcheck._endpoint
-import leakcheck._server
+import leakcheck.remote.endpoint
+import leakcheck.remote.server
 from leakcheck import (
     LeakError,
     Snapshot,
@@ -39,7 +39,7 @@ from leakcheck import (
     snapshot,
     wsgi_app,
 )
-from leakcheck._server import MAX_ARRIVING
+from leakcheck.remote.server import MAX_ARRIVING
 
 # Culprit names live in constants, never as literals in a test's own lines: the
 # test's source lines appear in MainThread's stack, and ?match= would find them there.
@@ -215,7 +215,7 @@ def test_head_content_length_is_that_of_get(
     # Two live dumps differ (the time, the stacks), so both requests are served one fixed snapshot.
     parked.start(name=FOLLOWER)
     fixed = snapshot()
-    monkeypatch.setattr(leakcheck._endpoint, "snapshot", lambda: fixed)
+    monkeypatch.setattr(leakcheck.remote.endpoint, "snapshot", lambda: fixed)
     get_status, get_headers, get_body = split_response(
         exchange(server.host, server.port, f"GET /{query} HTTP/1.1\r\n\r\n".encode())
     )
@@ -605,14 +605,14 @@ def test_leaving_the_with_block_closes() -> None:
 def _blocked_answers(monkeypatch: pytest.MonkeyPatch) -> Tuple[threading.Event, threading.Semaphore]:
     """Make every answer wait for the returned event; the semaphore counts answers that began."""
     release, began = threading.Event(), threading.Semaphore(0)
-    real = leakcheck._server.answer_query
+    real = leakcheck.remote.server.answer_query
 
     def blocked(query: str):
         began.release()
         release.wait(TIMEOUT)
         return real(query)
 
-    monkeypatch.setattr(leakcheck._server, "answer_query", blocked)
+    monkeypatch.setattr(leakcheck.remote.server, "answer_query", blocked)
     return release, began
 
 
@@ -664,7 +664,7 @@ def test_clients_without_the_token_take_no_slot() -> None:
 def test_beyond_the_arriving_limit_the_oldest_silent_client_is_dropped(
     server: StackServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(leakcheck._server, "REQUEST_TIMEOUT", 60.0)  # only the limit can drop it within our wait
+    monkeypatch.setattr(leakcheck.remote.server, "REQUEST_TIMEOUT", 60.0)  # only the limit can drop it within our wait
     first = socket.create_connection((server.host, server.port), timeout=TIMEOUT)
     first.sendall(b"GET / HTTP/1.1\r\n")  # once the server has read this, it knows the connection
     assert wait_until(lambda: len(server._arriving) == 1)
@@ -701,13 +701,13 @@ def test_close_cuts_the_answers_under_way_and_waits_for_their_threads(monkeypatc
 
 
 def test_a_silent_client_is_dropped_after_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(leakcheck._server, "REQUEST_TIMEOUT", 0.2)
+    monkeypatch.setattr(leakcheck.remote.server, "REQUEST_TIMEOUT", 0.2)
     with serve_stacks() as running, socket.create_connection((running.host, running.port), timeout=TIMEOUT) as sock:
         assert sock.recv(100) == b""  # closed by the server, well before our own timeout
 
 
 def test_a_trickling_client_is_dropped_after_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(leakcheck._server, "REQUEST_TIMEOUT", 0.3)
+    monkeypatch.setattr(leakcheck.remote.server, "REQUEST_TIMEOUT", 0.3)
     with serve_stacks() as running, socket.create_connection((running.host, running.port), timeout=TIMEOUT) as sock:
         deadline = time.monotonic() + 2.0
         ended = False

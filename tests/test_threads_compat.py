@@ -1,4 +1,4 @@
-"""leakcheck._threads.live_threads: the census's lock-free read of threading's private dicts."""
+"""leakcheck.kinds.threads.live_threads: the census's lock-free read of threading's private dicts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import helpers
 import pytest
 
 from leakcheck import no_leaks
-from leakcheck._threads import ThreadProbe, live_threads
+from leakcheck.kinds.threads import ThreadProbe, live_threads
 
 
 @pytest.fixture

@@ -641,7 +641,7 @@ def test_idle_default_executor_workers_of_the_test_loop_are_not_leaks(kind):
 
 def frames_before_the_message(text: str) -> str:
     assert "leakcheck.LeakError: leakcheck: " in text, text
-    assert "leakcheck._report" not in text
+    assert "leakcheck.reporting.report" not in text
     return text.split("leakcheck.LeakError: leakcheck: ", 1)[0]
 
 

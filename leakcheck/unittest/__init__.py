@@ -21,8 +21,8 @@ import sys
 import unittest
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
-from .._check import LeakCheck
-from .._options import make_options
+from ..engine.check import LeakCheck
+from ..engine.options import make_options
 
 if TYPE_CHECKING:
     import argparse
@@ -42,7 +42,10 @@ class LeakCheckResult(unittest.TextTestResult):
         self._failed = None
         super().startTest(test)
         if isinstance(test, unittest.TestCase):
-            from .._unittest import checks_itself, start_test_check  # brings asyncio, for IsolatedAsyncioTestCase
+            from ..integrations.unittest import (  # brings asyncio, for IsolatedAsyncioTestCase
+                checks_itself,
+                start_test_check,
+            )
 
             if not checks_itself(test):
                 start_test_check(test, self.check)
@@ -71,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     import argparse
 
     from .. import __version__
-    from .._options import KINDS
+    from ..engine.options import KINDS
 
     parser = argparse.ArgumentParser(
         prog=_PROG,
@@ -89,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _split_arguments(argv: Sequence[str]) -> Tuple[LeakCheck, List[str]]:
     """Take leakcheck's own options out of ``argv``; the rest is for unittest."""
-    from .._options import parse_kinds, parse_seconds
+    from ..engine.options import parse_kinds, parse_seconds
 
     parser = _parser()
     ours, rest = parser.parse_known_args(argv)

@@ -15,7 +15,7 @@ import sys
 from types import CodeType, FrameType, FunctionType
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
-from ._model import Frame
+from ..records import Frame
 
 _HAS_CO_QUALNAME = sys.version_info >= (3, 11)
 _CO_NEWLOCALS = 0x0002

@@ -25,8 +25,8 @@ from typing import Any, Dict, Generator, List, Optional, Sequence, Tuple, Union,
 
 import pytest
 
-from ._assertions import assert_no_stack_match, assert_stack_match, find_stacks
-from ._check import (
+from ..engine.assertions import assert_no_stack_match, assert_stack_match, find_stacks
+from ..engine.check import (
     LeakCheck,
     Location,
     act_on_report,
@@ -35,12 +35,16 @@ from ._check import (
     may_have_self_checked_tests,
     skips_check,
 )
-from ._compare import PROBES, anything_started, check_steps, enabled_probes, started_since, take_census
-from ._matching import MatcherLike, ignore_any_function, ignore_name, ignore_top_function, validate_matchers
-from ._options import Options
-from ._probes import Census
-from ._pytest_loops import anyio_runner_lease, last_lease, track_runner_loop
-from ._pytest_settings import (
+from ..engine.compare import PROBES, anything_started, check_steps, enabled_probes, started_since, take_census
+from ..engine.matching import MatcherLike, ignore_any_function, ignore_name, ignore_top_function, validate_matchers
+from ..engine.options import Options
+from ..engine.snapshot import snapshot
+from ..engine.wait import run_blocking
+from ..kinds.base import Census
+from ..kinds.tasks import LoopTaskProbe
+from ..reporting.report import LeakReport
+from .pytest_loops import anyio_runner_lease, last_lease, track_runner_loop
+from .pytest_settings import (
     MARKER,
     MARKER_HELP,
     Settings,
@@ -49,10 +53,6 @@ from ._pytest_settings import (
     read_settings,
     unused_settings_warning,
 )
-from ._report import LeakReport
-from ._snapshot import snapshot
-from ._tasks import LoopTaskProbe
-from ._wait import run_blocking
 
 # How long what a fixture of each scope starts may live; a window answers for
 # fixtures up to its own rank and absorbs what broader ones start.
@@ -439,7 +439,7 @@ class _AsyncCaseCheck:
             return
         window = next((window for window in reversed(self._plugin.windows) if window.checks_tasks), None)
         if window is not None:
-            from ._unittest import start_test_check
+            from .unittest import start_test_check
 
             start_test_check(case, LeakCheck(window.task_options()))
 

@@ -3,7 +3,7 @@
 A probe knows how to take a cheap census of its resources (identity only,
 no stacks), how to turn new census entries back into live objects, how to
 describe them with stacks, and how to wait for them to finish.  The
-comparison in :mod:`leakcheck._compare` only talks to this interface, so a new
+comparison in :mod:`leakcheck.engine.compare` only talks to this interface, so a new
 kind (child processes, file descriptors, user-defined probes) plugs in beside
 threads and tasks without touching it.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import AbstractSet, Any, Dict, Hashable, List, Protocol, Sequence
 
-from ._model import Info
+from ..records import Info
 
 
 class Probe(Protocol):

@@ -26,11 +26,11 @@ import sys
 import types
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set
 
-from . import _asyncio_compat as compat
-from ._model import Info, ThreadInfo
-from ._stack_top import top_frame, waits_for_work
-from ._tasks import drivable_loops
-from ._threads import executor_of
+from ..records import Info, ThreadInfo
+from . import asyncio_compat as compat
+from .stack_top import top_frame, waits_for_work
+from .tasks import drivable_loops
+from .threads import executor_of
 
 _REACH = 3  # steps from a module global to a pool's worker object: global -> pool -> dict -> worker
 

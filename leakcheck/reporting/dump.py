@@ -40,7 +40,7 @@ import math
 import re
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from ._model import Frame, Info, Snapshot, TaskInfo, ThreadInfo, format_frames, task_stack
+from ..records import Frame, Info, Snapshot, TaskInfo, ThreadInfo, format_frames, task_stack
 
 JSON_FORMAT = "leakcheck-snapshot"
 JSON_VERSION = 1
@@ -166,7 +166,7 @@ def _name(found: re.Match[str], lines: _Lines) -> str:
 
 
 def _text(field: str, lines: _Lines) -> str:
-    """A field as :func:`~leakcheck._model.shown` wrote it: plain, or a backslash and a string literal."""
+    """A field as :func:`~leakcheck.records.shown` wrote it: plain, or a backslash and a string literal."""
     if not field.startswith("\\"):
         return field
     text = _literal(field[1:])

@@ -12,8 +12,8 @@ import threading
 from collections.abc import Iterable
 from typing import Callable, List, Pattern, Tuple, Union
 
-from ._model import Info, describe_block
-from ._stack_top import top_frame
+from ..kinds.stack_top import top_frame
+from ..records import Info, describe_block
 
 StackPattern = Union[str, Pattern[str]]
 """A keyword: a ``str`` is a substring, a compiled pattern is searched."""

@@ -21,9 +21,9 @@ import hmac
 from typing import Callable, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 from urllib.parse import parse_qsl
 
-from ._matching import validate_patterns
-from ._model import Snapshot
-from ._snapshot import snapshot
+from ..engine.matching import validate_patterns
+from ..engine.snapshot import snapshot
+from ..records import Snapshot
 
 MAX_QUERY = 4096
 """Longest query string served, in characters."""

@@ -11,10 +11,10 @@ import http.client
 from typing import Dict, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
-from ._endpoint import check_token
-from ._http import MAX_BODY, Deadline, get
-from ._model import Snapshot
-from ._options import check_timeout
+from ..engine.options import check_timeout
+from ..records import Snapshot
+from .endpoint import check_token
+from .http import MAX_BODY, Deadline, get
 
 Source = Union[str, int, Snapshot]
 """Where stacks come from: an endpoint's URL, an agent's pid, or a Snapshot."""
@@ -84,7 +84,7 @@ def _fetch_url(url: str, timeout: float, token: Optional[bytes]) -> Snapshot:
 
 
 def _fetch_pid(pid: int, timeout: float) -> Snapshot:
-    from ._agent import agent_socket
+    from .agent import agent_socket
 
     where = f"the agent of pid {pid}"
     try:

@@ -12,9 +12,16 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import pytest
 
-from ._matching import Matcher, MatcherLike, ignore_any_function, ignore_name, ignore_top_function, validate_matchers
-from ._options import KINDS, NOTHING_CHECKED, Options, make_options, parse_kinds, parse_seconds
-from ._pytest_loops import is_anyio_runner_task
+from ..engine.matching import (
+    Matcher,
+    MatcherLike,
+    ignore_any_function,
+    ignore_name,
+    ignore_top_function,
+    validate_matchers,
+)
+from ..engine.options import KINDS, NOTHING_CHECKED, Options, make_options, parse_kinds, parse_seconds
+from .pytest_loops import is_anyio_runner_task
 
 MARKER = "leakcheck"
 SCOPES = ("test", "module", "session")

@@ -23,11 +23,11 @@ import time
 import traceback
 from typing import List, Optional, Sequence
 
-from ._model import Info, describe_block
-from ._snapshot import snapshot
-from ._stack_top import waits_for_work
-from ._threads import ThreadProbe, executor_of, live_threads
-from ._wait import backoff_deadlines
+from ..engine.snapshot import snapshot
+from ..engine.wait import backoff_deadlines
+from ..kinds.stack_top import waits_for_work
+from ..kinds.threads import ThreadProbe, executor_of, live_threads
+from ..records import Info, describe_block
 
 
 def _blockers() -> List[threading.Thread]:
@@ -154,7 +154,7 @@ def run_program(program: str, args: Sequence[str], module: bool, fail: bool, tim
 
 def _release_agent() -> None:
     # os._exit() skips atexit, which would remove the agent's socket.
-    agent = sys.modules.get("leakcheck._agent")
+    agent = sys.modules.get("leakcheck.remote.agent")
     if agent is not None:
         agent.stop_agent()
 

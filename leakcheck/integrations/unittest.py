@@ -16,8 +16,8 @@ import functools
 import unittest
 from typing import Any, ClassVar, Dict, List, Optional, TypeVar
 
-from ._check import LeakCheck, _Block, is_self_checked, no_leaks
-from ._report import LeakError
+from ..engine.check import LeakCheck, _Block, is_self_checked, no_leaks
+from ..reporting.report import LeakError
 
 T = TypeVar("T", bound=type)
 

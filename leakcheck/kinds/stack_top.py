@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from ._model import Frame, ThreadInfo
+from ..records import Frame, ThreadInfo
 
 WAITING_FUNCTIONS = frozenset(
     {

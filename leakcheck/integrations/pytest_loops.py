@@ -5,7 +5,7 @@ between tests, and when they close such a loop they cancel the tasks left on
 it, silently.  For those tasks to be reported instead:
 
 * every loop a runner provides is marked as drivable (see
-  :func:`leakcheck._tasks.allow_driving`), so a check can run it while it is
+  :func:`leakcheck.kinds.tasks.allow_driving`), so a check can run it while it is
   idle and pending tasks get their grace period, as under ``async with``;
 * pytest-asyncio provides loops through fixtures (an event loop, or an
   ``asyncio.Runner``): a finalizer added right after such a fixture is set up
@@ -22,8 +22,8 @@ import inspect
 import sys
 from typing import Any, ContextManager, Iterator, Optional
 
-from ._model import Info, TaskInfo
-from ._tasks import allow_driving
+from ..kinds.tasks import allow_driving
+from ..records import Info, TaskInfo
 
 _ANYIO_RUNNER_PREFIX = "anyio._backends._asyncio.TestRunner."
 

@@ -247,19 +247,19 @@ class Snapshot(_Record):
 
     def __str__(self) -> str:
         """The text dump; :func:`leakcheck.parse_dump` reads it back."""
-        from ._dump import format_dump
+        from .reporting.dump import format_dump
 
         return format_dump(self)
 
     def to_json(self) -> str:
         """This snapshot as a JSON document; :meth:`from_json` reads it back."""
-        from ._dump import to_json
+        from .reporting.dump import to_json
 
         return to_json(self)
 
     @classmethod
     def from_json(cls, text: Union[str, bytes]) -> Snapshot:
         """Read a snapshot written by :meth:`to_json`; ``ValueError`` says what is wrong with any other text."""
-        from ._dump import from_json
+        from .reporting.dump import from_json
 
         return from_json(text)

@@ -8,7 +8,7 @@ The order of the steps is what makes a check both cheap and fair:
 3. Suspects already reported by an earlier check, leakcheck's own helpers, the
    checking thread and task are dropped, then ignore rules are applied, so a
    known-harmless thread never costs a grace period.
-4. The rest get the grace period (joined or awaited, see :mod:`leakcheck._wait`).
+4. The rest get the grace period (joined or awaited, see :mod:`leakcheck.engine.wait`).
 5. Whatever is still alive is described again, filtered again, and reported.
 """
 
@@ -21,16 +21,16 @@ import time
 import weakref
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
-from . import _asyncio_compat as compat
-from ._capacity import global_holding, idle_worker_matcher
-from ._matching import MatcherLike, StackPatterns, builtin_ignores, global_matchers, is_ignored
-from ._model import Info, TaskInfo, ThreadInfo
-from ._options import Options
-from ._probes import Census, Probe
-from ._report import LeakReport
-from ._tasks import TaskProbe, cancel, is_on_closed_loop
-from ._threads import ThreadProbe
-from ._wait import Steps, Wait, backoff_deadlines
+from ..kinds import asyncio_compat as compat
+from ..kinds.base import Census, Probe
+from ..kinds.tasks import TaskProbe, cancel, is_on_closed_loop
+from ..kinds.thread_pools import global_holding, idle_worker_matcher
+from ..kinds.threads import ThreadProbe
+from ..records import Info, TaskInfo, ThreadInfo
+from ..reporting.report import LeakReport
+from .matching import MatcherLike, StackPatterns, builtin_ignores, global_matchers, is_ignored
+from .options import Options
+from .wait import Steps, Wait, backoff_deadlines
 
 THREADS = ThreadProbe()
 TASKS = TaskProbe()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from ._compare import PROBES, TASKS, THREADS, take_census
-from ._model import Snapshot
+from ..records import Snapshot
+from .compare import PROBES, TASKS, THREADS, take_census
 
 
 def snapshot() -> Snapshot:

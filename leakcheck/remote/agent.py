@@ -15,7 +15,7 @@ import stat
 import threading
 from typing import Optional
 
-from ._server import StackServer
+from .server import StackServer
 
 _lock = threading.Lock()
 _running: Optional[StackServer] = None

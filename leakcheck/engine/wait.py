@@ -14,9 +14,9 @@ from __future__ import annotations
 import time
 from typing import Any, Generator, List, NamedTuple, Sequence, Tuple, TypeVar
 
-from . import _asyncio_compat as compat
-from ._probes import Probe, remaining
-from ._threads import start_helper
+from ..kinds import asyncio_compat as compat
+from ..kinds.base import Probe, remaining
+from ..kinds.threads import start_helper
 
 T = TypeVar("T")
 

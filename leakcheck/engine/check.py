@@ -12,13 +12,13 @@ import warnings
 from types import TracebackType
 from typing import Any, Callable, Iterable, List, Optional, ParamSpec, Tuple, Type, TypeVar, Union, overload
 
-from ._compare import check_steps, enabled_probes, take_census
-from ._matching import MatcherLike, StackPattern
-from ._model import Snapshot
-from ._options import OnLeak, Options, make_options
-from ._probes import Census, Probe
-from ._report import LeakError, LeakReport, LeakWarning
-from ._wait import Steps, run_async, run_blocking
+from ..kinds.base import Census, Probe
+from ..records import Snapshot
+from ..reporting.report import LeakError, LeakReport, LeakWarning
+from .compare import check_steps, enabled_probes, take_census
+from .matching import MatcherLike, StackPattern
+from .options import OnLeak, Options, make_options
+from .wait import Steps, run_async, run_blocking
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -347,7 +347,7 @@ class LeakCheck:
 
 def decorate(check: LeakCheck, target: Any) -> Any:
     if isinstance(target, type):
-        from ._unittest import decorate_testcase
+        from ..integrations.unittest import decorate_testcase
 
         return decorate_testcase(target, check)
     if not callable(target):
@@ -404,9 +404,9 @@ def _mark_self_checked(function: F) -> F:
 def may_have_self_checked_tests() -> bool:
     """Whether any test could be self-checked: lets runners skip looking at every test when none is.
 
-    Functions are marked by :func:`no_leaks` above; classes only by ``leakcheck._unittest``.
+    Functions are marked by :func:`no_leaks` above; classes only by ``leakcheck.integrations.unittest``.
     """
-    return _marked_a_function or "leakcheck._unittest" in sys.modules
+    return _marked_a_function or "leakcheck.integrations.unittest" in sys.modules
 
 
 def is_self_checked(target: object) -> bool:

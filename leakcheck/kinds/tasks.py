@@ -7,9 +7,9 @@ import time
 import weakref
 from typing import AbstractSet, Any, Dict, Hashable, List, Sequence, Tuple
 
-from . import _asyncio_compat as compat
-from ._frames import as_text, attribute, coroutine_frames, safely
-from ._model import Frame, TaskInfo, task_stack
+from ..records import Frame, TaskInfo, task_stack
+from . import asyncio_compat as compat
+from .frames import as_text, attribute, coroutine_frames, safely
 
 
 def _coro_name(coro: object) -> str:

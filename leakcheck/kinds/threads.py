@@ -13,8 +13,8 @@ import time
 import weakref
 from typing import AbstractSet, Any, FrozenSet, Hashable, List, Optional, Sequence
 
-from ._frames import as_text, safely, thread_frames
-from ._model import ThreadInfo, format_frames
+from ..records import ThreadInfo, format_frames
+from .frames import as_text, safely, thread_frames
 
 _helpers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 _SELF_MODULES = ("leakcheck.",)

@@ -12,8 +12,8 @@ import numbers
 import threading
 from typing import Callable, Dict, NamedTuple, Tuple, Union
 
-from ._matching import MatcherLike, StackPatterns, validate_matchers, validate_patterns
-from ._report import LeakReport
+from ..reporting.report import LeakReport
+from .matching import MatcherLike, StackPatterns, validate_matchers, validate_patterns
 
 OnLeak = Union[str, Callable[[LeakReport], object]]
 _ON_LEAK_ACTIONS = ("raise", "warn")

@@ -1,7 +1,7 @@
 """The stack endpoint as a WSGI and an ASGI application, to mount at any path of an existing web app.
 
 Both use the standard library only, and answer exactly as the built-in
-server does (:mod:`leakcheck._endpoint`).  Neither has a token of its own:
+server does (:mod:`leakcheck.remote.endpoint`).  Neither has a token of its own:
 mount them behind the app's own authentication.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Tuple
 
-from ._endpoint import never_raising, respond
+from .endpoint import never_raising, respond
 
 StartResponse = Callable[..., Any]
 

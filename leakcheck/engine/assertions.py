@@ -11,15 +11,15 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
 
-from ._compare import PROBES, live_described, matching_stacks, stacks_gone
-from ._matching import StackPattern, StackPatterns, validate_patterns
-from ._model import Info, Snapshot, describe_block
-from ._options import check_timeout
-from ._report import LeakError, LeakReport
-from ._wait import Steps, backoff_deadlines, run_blocking
+from ..records import Info, Snapshot, describe_block
+from ..reporting.report import LeakError, LeakReport
+from .compare import PROBES, live_described, matching_stacks, stacks_gone
+from .matching import StackPattern, StackPatterns, validate_patterns
+from .options import check_timeout
+from .wait import Steps, backoff_deadlines, run_blocking
 
 if TYPE_CHECKING:
-    from ._remote import Source
+    from ..remote.client import Source
 
 REMOTE_POLL_CAP = 0.2
 """Longest pause between two fetches of another process's stacks."""
@@ -41,8 +41,8 @@ def _poll_source(
     source: Source, token: Optional[str], patterns: StackPatterns, timeout: float, done: Callable[[List[Info]], bool]
 ) -> Tuple[List[Info], Snapshot, float]:
     """Fetch ``source`` until ``done(matches)`` or ``timeout``; the last matches, snapshot and time waited."""
-    from ._endpoint import check_token
-    from ._remote import RemoteError, take
+    from ..remote.client import RemoteError, take
+    from ..remote.endpoint import check_token
 
     secret = check_token(token)
     started = time.monotonic()
@@ -65,7 +65,7 @@ def _poll_source(
 def _source(source: object, token: object, what: str) -> Optional[Source]:
     checked = None
     if source is not None:
-        from ._remote import check_source
+        from ..remote.client import check_source
 
         checked = check_source(source, what)
     if token is not None and not isinstance(checked, str):

@@ -12,8 +12,8 @@ import re
 from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
-from ._model import Frame, Info, TaskInfo, ThreadInfo, _Record, describe_block, shown
-from ._stack_top import is_wrapper_frame, top_frame, waits_for_work
+from ..kinds.stack_top import is_wrapper_frame, top_frame, waits_for_work
+from ..records import Frame, Info, TaskInfo, ThreadInfo, _Record, describe_block, shown
 
 
 @lru_cache(maxsize=1)

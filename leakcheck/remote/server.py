@@ -28,8 +28,8 @@ import weakref
 from types import TracebackType
 from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
-from ._endpoint import Response, answer_query, check_token, error, never_raising, refusal
-from ._threads import start_helper
+from ..kinds.threads import start_helper
+from .endpoint import Response, answer_query, check_token, error, never_raising, refusal
 
 MAX_LINE = 8192
 MAX_HEADERS = 64
