@@ -1,4 +1,4 @@
-"""leakcheck: catch leaked threads and asyncio tasks, and show their stacks.
+"""leakcheck: catch leaked threads, asyncio tasks and other resources, and show their stacks.
 
 The Python counterpart of Go's goleak: record what runs before some code,
 compare with what runs after, give stragglers a grace period, and fail with
@@ -23,11 +23,18 @@ from .engine.matching import (
     use_builtin_ignores,
 )
 from .engine.snapshot import snapshot
-from .records import Frame, Snapshot, TaskInfo, ThreadInfo
+from .kinds.tasks import TaskInfo
+from .kinds.threads import ThreadInfo
+from .records import Frame, Snapshot
 from .reporting.report import LeakError, LeakReport, LeakWarning
 
 if TYPE_CHECKING:
+    from .engine.options import UnknownOption
     from .integrations.pytest_plugin import LeakCheckFixture
+    from .kinds.fds import FdInfo
+    from .kinds.os_threads import OsThreadInfo
+    from .kinds.probes import Probe, ProbeInfo
+    from .kinds.processes import ProcessInfo
     from .integrations.unittest import AsyncLeakCheckTestCase, LeakCheckTestCase
     from .remote.agent import start_agent
     from .remote.client import RemoteError, fetch_snapshot
@@ -40,6 +47,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BUILTIN_IGNORES",
     "AsyncLeakCheckTestCase",
+    "FdInfo",
     "Frame",
     "LeakCheck",
     "LeakCheckFixture",
@@ -48,11 +56,16 @@ __all__ = [
     "LeakReport",
     "LeakWarning",
     "Matcher",
+    "OsThreadInfo",
+    "Probe",
+    "ProbeInfo",
+    "ProcessInfo",
     "RemoteError",
     "Snapshot",
     "StackServer",
     "TaskInfo",
     "ThreadInfo",
+    "UnknownOption",
     "assert_no_stack_match",
     "asgi_app",
     "assert_stack_match",
@@ -77,6 +90,12 @@ __all__ = [
 # pytest, the remote tools need sockets, and the dump's parser compiles its
 # regular expressions.
 _LAZY = {
+    "FdInfo": "kinds.fds",
+    "OsThreadInfo": "kinds.os_threads",
+    "Probe": "kinds.probes",
+    "ProbeInfo": "kinds.probes",
+    "ProcessInfo": "kinds.processes",
+    "UnknownOption": "engine.options",
     "AsyncLeakCheckTestCase": "integrations.unittest",
     "LeakCheckTestCase": "integrations.unittest",
     "LeakCheckFixture": "integrations.pytest_plugin",

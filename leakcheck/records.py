@@ -1,4 +1,6 @@
-"""The data leakcheck hands out: frames, thread and task descriptions, snapshots.
+"""The data leakcheck hands out: frames, the escaping of text, snapshots.
+
+Each kind's own record (a thread's, a task's) lives in its module in :mod:`leakcheck.kinds`.
 
 Everything here is plain immutable data.  Nothing holds a frame, a thread or a
 task, so a report can be kept for as long as anyone likes without pinning the
@@ -8,7 +10,25 @@ locals of the code it describes.
 from __future__ import annotations
 
 import functools
-from typing import Any, ClassVar, Dict, NamedTuple, Optional, Tuple, Type, TypeVar, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Dict,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    TypeVar,
+    Union,
+)
+
+if TYPE_CHECKING:
+    from .kinds.base import InfoRecord
+    from .kinds.tasks import TaskInfo
+    from .kinds.threads import ThreadInfo
 
 _R = TypeVar("_R", bound="_Record")
 
@@ -73,6 +93,20 @@ class Frame(NamedTuple):
     """The stripped source line, or ``""`` when the source is not available."""
 
 
+# A Python string literal, as repr() writes it.  Written as runs of plain characters between escapes,
+# never as a repeated alternative: the regex engine then keeps no state per character, and a literal
+# that never closes is given up in one pass.
+LITERAL = r"'[^'\\]*(?:\\.[^'\\]*)*'" r'|"[^"\\]*(?:\\.[^"\\]*)*"'
+"""A regex for a name in a dump header (a ``repr()`` literal); kinds build their ``HEADER`` from it."""
+ESCAPED = rf"\\(?:{LITERAL})"
+"""A regex for text that :func:`shown` escaped: a backslash and a string literal."""
+
+
+def shown_field(group: str, end: str) -> str:
+    """A regex group for a header field written with ``shown(text, end)``, which the character ``end`` follows."""
+    return rf"(?P<{group}>{ESCAPED}|[^{end}\\][^{end}]*)"
+
+
 def _plain(text: str, forbidden: str) -> bool:
     # isprintable() is False for every line break, tab and control character, and for most spaces but " ".
     return bool(text) and text.isprintable() and text[0] not in " \\" and text[-1] != " " and forbidden not in text
@@ -108,127 +142,90 @@ def _frame_text(frame: Frame) -> str:
     return f"{text}    {shown(frame.line)}\n" if frame.line else text
 
 
-class ThreadInfo(_Record):
-    """A thread as it was when it was captured."""
-
-    _compared = ("ident", "native_id", "name", "daemon", "frames", "stack")
-    __slots__ = _compared
-    _shown = ("ident", "native_id", "name", "daemon")
-    kind = "thread"
-
-    ident: int
-    native_id: Optional[int]
-    name: str
-    daemon: bool
-    frames: Tuple[Frame, ...]
-    stack: str
-    """Traceback-style text, innermost frame last."""
-
-    def __init__(
-        self, ident: int, native_id: Optional[int], name: str, daemon: bool, frames: Tuple[Frame, ...], stack: str
-    ) -> None:
-        self._init(ident=ident, native_id=native_id, name=name, daemon=daemon, frames=frames, stack=stack)
-
-    @property
-    def state(self) -> str:
-        # Python cannot tell a blocked thread from a busy one, and a thread with
-        # no Python frame yet is still in its bootstrap.
-        return "running" if self.frames else "starting"
-
-    @property
-    def header(self) -> str:
-        """The dump line that introduces this thread's stack."""
-        return (
-            f"Thread {self.name!r} (ident={self.ident}, native_id={self.native_id}, "
-            f"daemon={self.daemon}) [{self.state}]:"
-        )
-
-
-class TaskInfo(_Record):
-    """An asyncio task as it was when it was captured."""
-
-    _compared = ("id", "name", "coro", "state", "thread_ident", "frames", "awaiting", "stack")
-    __slots__ = _compared
-    _shown = ("id", "name", "coro", "state", "thread_ident")
-    kind = "task"
-
-    id: int
-    """``id()`` of the task object, stable for as long as the task lives."""
-    name: str
-    coro: str
-    """The qualified name of the task's coroutine."""
-    state: str
-    """``"pending"``, ``"cancelling"`` or ``"done"``."""
-    thread_ident: Optional[int]
-    """The thread running the task's event loop, when known."""
-    frames: Tuple[Frame, ...]
-    awaiting: str
-    """What the innermost coroutine waits on, e.g. ``"Future"``, or ``""``."""
-    stack: str
-
-    def __init__(
-        self,
-        id: int,
-        name: str,
-        coro: str,
-        state: str,
-        thread_ident: Optional[int],
-        frames: Tuple[Frame, ...],
-        awaiting: str,
-        stack: str,
-    ) -> None:
-        self._init(
-            id=id,
-            name=name,
-            coro=coro,
-            state=state,
-            thread_ident=thread_ident,
-            frames=frames,
-            awaiting=awaiting,
-            stack=stack,
-        )
-
-    @property
-    def header(self) -> str:
-        """The dump line that introduces this task's stack.
-
-        A coroutine is shown plain only without a comma, a state only without
-        ``]``: crafted text in either can never pass for another field.
-        """
-        loop = "loop=not running" if self.thread_ident is None else f"loop_thread={self.thread_ident}"
-        return (
-            f"Task {self.name!r} (id=0x{self.id:x}, coro={shown(self.coro, ',')}, {loop}) "
-            f"[{shown(self.state, ']')}]:"
-        )
-
-
-Info = Union[ThreadInfo, TaskInfo]
-"""What ignore matchers and stack patterns are applied to."""
-
-
-def task_stack(frames: Tuple[Frame, ...], awaiting: str) -> str:
-    """A task's stack text: its frames, then what the innermost coroutine awaits, if known."""
-    return format_frames(frames) + (f"  Awaiting {shown(awaiting)}\n" if awaiting else "")
-
-
-def describe_block(info: Info) -> str:
+def describe_block(info: InfoRecord) -> str:
     """One dump block: the header line followed by the stack."""
     return f"{info.header}\n{info.stack}"
 
 
-class Snapshot(_Record):
-    """Every thread and task of the process at one moment, with their stacks.
+ByKind = Tuple[Tuple[str, Tuple["InfoRecord", ...]], ...]
+"""Records grouped by kind name, in the registry's order: ``(("threads", (...)), ("tasks", (...)))``."""
+
+
+def by_kind(
+    given: Union[ByKind, Mapping[str, Sequence[InfoRecord]], None],
+    threads: Optional[Sequence[InfoRecord]] = None,
+    tasks: Optional[Sequence[InfoRecord]] = None,
+) -> ByKind:
+    """``given`` and the ``threads=``/``tasks=`` shorthands as :data:`ByKind`, in the registry's order.
+
+    With neither ``given`` nor a shorthand, threads and tasks (none of either): what a record held before kinds.
+    """
+    from .kinds.registry import KIND_NAMES
+
+    merged: Dict[str, Tuple[InfoRecord, ...]] = {}
+    if given is None:
+        merged["threads"], merged["tasks"] = tuple(threads or ()), tuple(tasks or ())
+    else:
+        if threads is not None:
+            merged["threads"] = tuple(threads)
+        if tasks is not None:
+            merged["tasks"] = tuple(tasks)
+    for name, records in (given.items() if isinstance(given, Mapping) else given or ()):
+        if name not in KIND_NAMES:
+            raise ValueError(f"unknown kind {name!r}: the kinds are {', '.join(KIND_NAMES)}")
+        merged[name] = tuple(records)
+    return tuple((name, merged[name]) for name in KIND_NAMES if name in merged)
+
+
+class _ByKind(_Record):
+    """A record that holds :class:`InfoRecord`\\ s by kind, with an accessor by kind."""
+
+    __slots__ = ()
+    records: ByKind
+
+    def of(self, kind: str) -> Tuple[InfoRecord, ...]:
+        """The records of ``kind`` (a kind's name, e.g. ``"processes"``); ``()`` when there are none.
+
+        ``ValueError`` for a name that is no kind.
+        """
+        for name, records in self.records:
+            if name == kind:
+                return records
+        from .kinds.registry import KIND_NAMES
+
+        if kind not in KIND_NAMES:
+            raise ValueError(f"unknown kind {kind!r}: the kinds are {', '.join(KIND_NAMES)}")
+        return ()
+
+    @property
+    def kinds(self) -> Tuple[str, ...]:
+        """The names of the kinds held, in the registry's order."""
+        return tuple(name for name, _ in self.records)
+
+    @property
+    def threads(self) -> Tuple[ThreadInfo, ...]:
+        return self.of("threads")  # type: ignore[return-value]
+
+    @property
+    def tasks(self) -> Tuple[TaskInfo, ...]:
+        return self.of("tasks")  # type: ignore[return-value]
+
+
+class Snapshot(_ByKind):
+    """Every resource of the captured kinds at one moment, with their stacks.
 
     ``str(snapshot)`` is a dump in the spirit of Go's ``?debug=2`` goroutine
-    dump: one block per thread or task, separated by blank lines.
+    dump: one block per thread, task or other resource, separated by blank
+    lines.  ``snapshot.threads`` and ``snapshot.tasks`` are the threads and
+    tasks; ``snapshot.of(kind)`` gives any kind's records.
     """
 
-    _compared = ("threads", "tasks", "pid", "taken_at")
+    _compared = ("records", "pid", "taken_at")
     __slots__ = (*_compared, "_census")
     _shown = _compared
 
-    threads: Tuple[ThreadInfo, ...]
-    tasks: Tuple[TaskInfo, ...]
+    records: ByKind
+    """The records of every captured kind, in the registry's order; see :meth:`of`."""
     pid: int
     taken_at: float
     """``time.time()`` when the snapshot was taken."""
@@ -237,13 +234,19 @@ class Snapshot(_Record):
 
     def __init__(
         self,
-        threads: Tuple[ThreadInfo, ...],
-        tasks: Tuple[TaskInfo, ...],
-        pid: int,
-        taken_at: float,
+        threads: Optional[Sequence[ThreadInfo]] = None,
+        tasks: Optional[Sequence[TaskInfo]] = None,
+        pid: int = 0,
+        taken_at: float = 0.0,
         _census: object = None,
+        *,
+        records: Union[ByKind, Mapping[str, Sequence[InfoRecord]], None] = None,
     ) -> None:
-        self._init(threads=threads, tasks=tasks, pid=pid, taken_at=taken_at, _census=_census)
+        """``records`` by kind; ``threads`` and ``tasks`` are shorthands for those two kinds.
+
+        Without ``records``, the snapshot holds threads and tasks, as snapshots always did.
+        """
+        self._init(records=by_kind(records, threads, tasks), pid=pid, taken_at=taken_at, _census=_census)
 
     def __str__(self) -> str:
         """The text dump; :func:`leakcheck.parse_dump` reads it back."""
@@ -263,3 +266,5 @@ class Snapshot(_Record):
         from .reporting.dump import from_json
 
         return from_json(text)
+
+

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from leakcheck import Frame, Snapshot, TaskInfo, ThreadInfo, parse_dump, snapshot
-from leakcheck.records import format_frames, task_stack
+from leakcheck.kinds.tasks import task_stack
+from leakcheck.records import format_frames
 from leakcheck.reporting.dump import MAX_INT
 
 # -- strategies: any text anywhere; odd text is escaped in the dump and reads back exactly
@@ -465,7 +466,7 @@ def _valid_document() -> dict:
     ("change", "message"),
     [
         (lambda doc: doc.pop("format"), 'no "format": "leakcheck-snapshot"'),
-        (lambda doc: doc.update(version=2), "unsupported leakcheck snapshot version 2"),
+        (lambda doc: doc.update(version=3), "unsupported leakcheck snapshot version 3"),
         (lambda doc: doc.pop("pid"), "snapshot has no 'pid'"),
         (lambda doc: doc.update(pid=True), "snapshot.pid is bool"),
         (lambda doc: doc["threads"][0].update(name=3), "threads[0].name is int"),

@@ -481,7 +481,7 @@ def test_kinds_select_what_is_checked(pytester, ini, args, reported, unreported)
         assert unreported not in str(result.stdout)
 
 
-@pytest.mark.parametrize("kinds", ["threads,processes", ",", "Threads"])
+@pytest.mark.parametrize("kinds", ["threads,sockets", ",", "Threads"])
 def test_bad_kinds_are_a_usage_error(pytester, kinds):
     assert_usage_error(run(pytester, f"--leakcheck-kinds={kinds}"), "--leakcheck-kinds", repr(kinds))
 

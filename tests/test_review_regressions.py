@@ -112,13 +112,13 @@ def test_polling_an_unprogressable_task_does_not_spin(monkeypatch):
     import leakcheck.kinds.tasks as tasks_module
 
     calls = []
-    original = tasks_module.TaskProbe.describe
+    original = tasks_module.TaskKind.describe
 
     def counting(self, objs):
         calls.append(len(objs))
         return original(self, objs)
 
-    monkeypatch.setattr(tasks_module.TaskProbe, "describe", counting)
+    monkeypatch.setattr(tasks_module.TaskKind, "describe", counting)
 
     async def stuck_follow_logs() -> None:
         await asyncio.get_running_loop().create_future()

@@ -8,7 +8,7 @@ import helpers
 import pytest
 
 from leakcheck import no_leaks
-from leakcheck.kinds.threads import ThreadProbe, live_threads
+from leakcheck.kinds.threads import ThreadKind, live_threads
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ def test_never_misses_a_thread_started_before_the_census_while_others_start_and_
     churners = [threading.Thread(target=churn, name=f"churn-{n}", daemon=True) for n in range(2)]
     for thread in churners:
         thread.start()
-    probe = ThreadProbe()
+    probe = ThreadKind()
     try:
         for round_number in range(200):
             steady = threading.Thread(target=release.wait, name=f"steady-{round_number}", daemon=True)

@@ -479,7 +479,7 @@ def test_kinds_selects_what_is_checked(tmp_path: Path, kinds: str, reported: str
         ("--leakcheck-timeout=-1", "--leakcheck-timeout"),
         ("--leakcheck-timeout=abc", "--leakcheck-timeout"),
         ("--leakcheck-timeout=nan", "--leakcheck-timeout"),
-        ("--leakcheck-kinds=fds", "--leakcheck-kinds"),
+        ("--leakcheck-kinds=sockets", "--leakcheck-kinds"),
         ("--leakcheck-kinds=", "--leakcheck-kinds"),
     ],
 )

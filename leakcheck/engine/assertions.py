@@ -11,11 +11,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
 
-from ..records import Info, Snapshot, describe_block
+from ..kinds.base import InfoRecord
+from ..kinds.registry import kinds
+from ..records import Snapshot, describe_block
 from ..reporting.report import LeakError, LeakReport
-from .compare import PROBES, live_described, matching_stacks, stacks_gone
 from .matching import StackPattern, StackPatterns, validate_patterns
 from .options import check_timeout
+from .stacks import live_described, matching_stacks, stack_kinds, stacks_gone
 from .wait import Steps, backoff_deadlines, run_blocking
 
 if TYPE_CHECKING:
@@ -32,14 +34,19 @@ def _patterns(patterns: Sequence[StackPattern], what: str) -> StackPatterns:
     return validate_patterns(patterns, what)
 
 
-def _matching(taken: Snapshot, patterns: StackPatterns) -> List[Info]:
-    infos: Tuple[Info, ...] = (*taken.threads, *taken.tasks)
+def _matching(taken: Snapshot, patterns: StackPatterns) -> List[InfoRecord]:
+    registered = kinds()
+    infos = [info for name, records in taken.records if registered[name].has_stacks for info in records]
     return [info for info in infos if any(p.matches(info) for p in patterns)]
 
 
 def _poll_source(
-    source: Source, token: Optional[str], patterns: StackPatterns, timeout: float, done: Callable[[List[Info]], bool]
-) -> Tuple[List[Info], Snapshot, float]:
+    source: Source,
+    token: Optional[str],
+    patterns: StackPatterns,
+    timeout: float,
+    done: Callable[[List[InfoRecord]], bool],
+) -> Tuple[List[InfoRecord], Snapshot, float]:
     """Fetch ``source`` until ``done(matches)`` or ``timeout``; the last matches, snapshot and time waited."""
     from ..remote.client import RemoteError, take
     from ..remote.endpoint import check_token
@@ -73,7 +80,9 @@ def _source(source: object, token: object, what: str) -> Optional[Source]:
     return checked
 
 
-def find_stacks(*patterns: StackPattern, source: Optional[Source] = None, token: Optional[str] = None) -> List[Info]:
+def find_stacks(
+    *patterns: StackPattern, source: Optional[Source] = None, token: Optional[str] = None
+) -> List[InfoRecord]:
     """Every live thread and task whose dump block matches any of ``patterns``.
 
     A ``str`` is a substring, a compiled pattern is searched; both are applied
@@ -125,7 +134,7 @@ def assert_no_stack_match(
 
 def assert_stack_match(
     *patterns: StackPattern, timeout: float = 0.0, source: Optional[Source] = None, token: Optional[str] = None
-) -> List[Info]:
+) -> List[InfoRecord]:
     """Fail unless, within ``timeout`` seconds, some live stack matches ``patterns``.
 
     Use it for preconditions, e.g. that a handler is blocked right now.
@@ -152,5 +161,5 @@ def assert_stack_match(
         if time.monotonic() >= deadline:
             break
         time.sleep(max(0.0, slice_deadline - time.monotonic()))
-    live = "\n".join(describe_block(info) for _, _, info in live_described(PROBES))
+    live = "\n".join(describe_block(info) for _, _, info in live_described(stack_kinds()))
     raise AssertionError(f"leakcheck: no live stack matches {wanted} after {timeout:.2f}s; live stacks:\n\n{live}")

@@ -12,19 +12,20 @@ import threading
 from collections.abc import Iterable
 from typing import Callable, List, Pattern, Tuple, Union
 
+from ..kinds.base import InfoRecord
 from ..kinds.stack_top import top_frame
-from ..records import Info, describe_block
+from ..records import describe_block
 
 StackPattern = Union[str, Pattern[str]]
 """A keyword: a ``str`` is a substring, a compiled pattern is searched."""
 
-MatcherLike = Callable[[Info], bool]
+MatcherLike = Callable[[InfoRecord], bool]
 
 
 class Matcher:
     """Base class of the built-in ignore matchers: callable, with a readable repr."""
 
-    def __call__(self, info: Info) -> bool:  # pragma: no cover - abstract
+    def __call__(self, info: InfoRecord) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -32,7 +33,7 @@ class _NameMatcher(Matcher):
     def __init__(self, pattern: Pattern[str]) -> None:
         self._pattern = pattern
 
-    def __call__(self, info: Info) -> bool:
+    def __call__(self, info: InfoRecord) -> bool:
         return self._pattern.search(info.name) is not None
 
     def __repr__(self) -> str:
@@ -43,7 +44,7 @@ class _TopFunctionMatcher(Matcher):
     def __init__(self, qualname: str) -> None:
         self._qualname = qualname
 
-    def __call__(self, info: Info) -> bool:
+    def __call__(self, info: InfoRecord) -> bool:
         if not info.frames:
             return False
         top = top_frame(info.frames)
@@ -55,7 +56,7 @@ class _TopFunctionMatcher(Matcher):
 
 
 class _AnyFunctionMatcher(_TopFunctionMatcher):
-    def __call__(self, info: Info) -> bool:
+    def __call__(self, info: InfoRecord) -> bool:
         return any(frame.function == self._qualname for frame in info.frames)
 
     def __repr__(self) -> str:
@@ -68,7 +69,7 @@ class _TaskCoroutineMatcher(Matcher):
     def __init__(self, qualname: str) -> None:
         self._qualname = qualname
 
-    def __call__(self, info: Info) -> bool:
+    def __call__(self, info: InfoRecord) -> bool:
         return info.kind == "task" and bool(info.frames) and info.frames[0].function == self._qualname
 
     def __repr__(self) -> str:
@@ -168,7 +169,7 @@ class _StackPatternMatcher:
             regex = source
             self._search = lambda text: regex.search(text) is not None
 
-    def matches(self, info: Info) -> bool:
+    def matches(self, info: InfoRecord) -> bool:
         return self._search(describe_block(info))
 
     def __repr__(self) -> str:
@@ -234,5 +235,5 @@ def builtin_ignores() -> Tuple[MatcherLike, ...]:
     return BUILTIN_IGNORES if _builtin_enabled else ()
 
 
-def is_ignored(info: Info, matchers: Iterable[MatcherLike]) -> bool:
+def is_ignored(info: InfoRecord, matchers: Iterable[MatcherLike]) -> bool:
     return any(matcher(info) for matcher in matchers)

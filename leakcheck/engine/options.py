@@ -1,8 +1,12 @@
-"""The options vocabulary shared by every entry point, validated up front.
+"""The options vocabulary shared by every entry point: defined once, validated up front.
 
-Every public entry point takes the same keyword names, and every mistake is a
-``TypeError`` or ``ValueError`` raised where the option is given, never a
-surprise when the checked block ends.
+:class:`NoLeaksOptions` is the one definition.  ``no_leaks``, ``find_leaks``
+and ``snapshot`` take its keywords as ``**options: Unpack[...]`` (PEP 692),
+so type checkers see every keyword without a signature repeating them;
+:func:`make_options` validates them, the pytest marker and the unittest
+runner build theirs through it, and ``--leakcheck-kinds`` lists the kinds of
+the registry.  A mistake is a ``TypeError`` or ``ValueError`` raised where the
+option is given, never a surprise when the checked block ends.
 """
 
 from __future__ import annotations
@@ -10,25 +14,47 @@ from __future__ import annotations
 import math
 import numbers
 import threading
-from typing import Callable, Dict, NamedTuple, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Mapping, NamedTuple, Optional, Tuple, Union
 
-from ..reporting.report import LeakReport
-from .matching import MatcherLike, StackPatterns, validate_matchers, validate_patterns
+from ..kinds.base import Kind
+from ..kinds.registry import KIND_NAMES, KindOptions, flag_kinds, kinds
+from .matching import MatcherLike, StackPattern, StackPatterns, validate_matchers, validate_patterns
 
-OnLeak = Union[str, Callable[[LeakReport], object]]
+if TYPE_CHECKING:
+    from ..reporting.report import LeakReport
+
+OnLeak = Union[str, Callable[["LeakReport"], object]]
 _ON_LEAK_ACTIONS = ("raise", "warn")
-KINDS = ("threads", "tasks")
-"""The kinds of resource a check can cover, each turned on by the option of that name."""
+
+
+class FindOptions(KindOptions, total=False):
+    """The options of :func:`~leakcheck.find_leaks`: the kinds, and how to judge and wait."""
+
+    timeout: float
+    ignore: Iterable[MatcherLike]
+    forbid: Union[StackPattern, Iterable[StackPattern]]
+    cancel_tasks: bool
+
+
+class NoLeaksOptions(FindOptions, total=False):
+    """The options of :func:`~leakcheck.no_leaks`, the marker, the fixture and ``leakcheck_options``."""
+
+    on_leak: OnLeak
 
 
 class Options(NamedTuple):  # not a dataclass: a NamedTuple class costs a tenth as much to create at import
-    threads: bool = True
-    tasks: bool = True
+    """Validated options.  ``kinds`` are the kinds checked, configured, in the registry's order."""
+
+    kinds: Tuple[Kind, ...]
     timeout: float = 1.0
     ignore: Tuple[MatcherLike, ...] = ()
     forbid: StackPatterns = ()
     on_leak: OnLeak = "raise"
     cancel_tasks: bool = False
+
+    def checks(self, kind_name: str) -> bool:
+        """Whether the kind called ``kind_name`` is checked."""
+        return any(kind.name == kind_name for kind in self.kinds)
 
 
 def check_timeout(timeout: object, what: str = "timeout") -> float:
@@ -58,40 +84,68 @@ def _check_on_leak(on_leak: object) -> OnLeak:
     raise TypeError(f"on_leak must be 'raise', 'warn' or a callable, not {type(on_leak).__name__}")
 
 
-def make_options(
-    *,
-    threads: object = True,
-    tasks: object = True,
-    timeout: object = 1.0,
-    ignore: object = (),
-    forbid: object = (),
-    on_leak: object = "raise",
-    cancel_tasks: object = False,
-) -> Options:
-    """Validate raw keyword options into an :class:`Options`."""
-    options = Options(
-        threads=_check_flag(threads, "threads"),
-        tasks=_check_flag(tasks, "tasks"),
-        timeout=check_timeout(timeout),
-        ignore=validate_matchers(ignore),
-        forbid=validate_patterns(forbid, "forbid"),
-        on_leak=_check_on_leak(on_leak),
-        cancel_tasks=_check_flag(cancel_tasks, "cancel_tasks"),
+# How each option that is not a kind is validated, and its default.
+_VALIDATORS: Dict[str, Tuple[Callable[[Any], Any], Any]] = {
+    "timeout": (check_timeout, 1.0),
+    "ignore": (validate_matchers, ()),
+    "forbid": (lambda value: validate_patterns(value, "forbid"), ()),
+    "cancel_tasks": (lambda value: _check_flag(value, "cancel_tasks"), False),
+    "on_leak": (_check_on_leak, "raise"),
+}
+OPTION_NAMES: Tuple[str, ...] = (*KIND_NAMES, *_VALIDATORS)
+"""Every keyword of :class:`NoLeaksOptions`, kinds first."""
+FIND_OPTION_NAMES = tuple(name for name in OPTION_NAMES if name != "on_leak")
+
+
+class UnknownOption(TypeError, ValueError):
+    """An option no entry point has: a ``TypeError`` as for any unexpected keyword, and a ``ValueError``."""
+
+    __module__ = "leakcheck"
+
+
+def unknown_option(name: str, where: str, allowed: Iterable[str]) -> UnknownOption:
+    return UnknownOption(
+        f"{where} got an unknown option {name!r}: the kinds are {', '.join(KIND_NAMES)}; "
+        f"the options are {', '.join(name for name in allowed if name not in KIND_NAMES)}"
     )
+
+
+NOTHING_CHECKED = (
+    "threads=False and tasks=False leave nothing to check: turn a kind on "
+    f"({', '.join(KIND_NAMES)}), or give forbid=[...] to check only that no live stack matches"
+)
+
+
+def configure_kinds(values: Mapping[str, object]) -> Tuple[Kind, ...]:
+    """The kinds to check for these kind options (the others at their defaults), validated."""
+    configured = []
+    for name, kind in kinds().items():
+        on = kind.configure(values[name]) if name in values else (kind if kind.default else None)
+        if on is not None:
+            configured.append(on)
+    return tuple(configured)
+
+
+def make_options(
+    given: Optional[Mapping[str, Any]] = None, *, where: str = "no_leaks()", allowed: Tuple[str, ...] = OPTION_NAMES
+) -> Options:
+    """Validate keyword options into :class:`Options`; ``allowed`` are those the entry point ``where`` takes."""
+    given = given or {}
+    for name in given:
+        if name not in allowed:
+            raise unknown_option(name, where, allowed)
+    values: Dict[str, Any] = {}
+    for name, (validate, default) in _VALIDATORS.items():
+        values[name] = validate(given[name]) if name in given else default
+    options = Options(kinds=configure_kinds(given), **values)
     if not checks_anything(options):
         raise ValueError(NOTHING_CHECKED)
     return options
 
 
-NOTHING_CHECKED = (
-    "threads=False and tasks=False leave nothing to check: turn one of them on, "
-    "or give forbid=[...] to check only that no live stack matches"
-)
-
-
 def checks_anything(options: Options) -> bool:
     """Whether a check with ``options`` looks at anything: a kind of resource, or live stacks for ``forbid``."""
-    return options.threads or options.tasks or bool(options.forbid)
+    return bool(options.kinds) or bool(options.forbid)
 
 
 def parse_seconds(text: str, what: str) -> float:
@@ -104,8 +158,17 @@ def parse_seconds(text: str, what: str) -> float:
 
 
 def parse_kinds(text: str, what: str) -> Dict[str, bool]:
-    """``"threads,tasks"`` as options: which kinds to check."""
+    """``"threads,tasks,fds"`` as kind options: these kinds on, every other flag kind off."""
     names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names or any(name not in KINDS for name in names):
-        raise ValueError(f"{what} must be a comma-separated list of {', '.join(KINDS)}, not {text!r}")
-    return {kind: kind in names for kind in KINDS}
+    valid = flag_kinds()
+    unknown = [name for name in names if name not in valid]
+    if not names or unknown:
+        problem = f"unknown kind {unknown[0]!r}" if unknown else "no kind given"
+        raise ValueError(f"{what}: {problem}; it must be a comma-separated list of {', '.join(valid)}, not {text!r}")
+    return {kind: kind in names for kind in valid}
+
+
+def kind_values(options: Optional[Options]) -> Dict[str, object]:
+    """Which flag kinds ``options`` check, as keyword options."""
+    checked = {kind.name for kind in options.kinds} if options is not None else set()
+    return {name: name in checked for name in flag_kinds()}

@@ -15,7 +15,7 @@ import time
 from typing import Any, Generator, List, NamedTuple, Sequence, Tuple, TypeVar
 
 from ..kinds import asyncio_compat as compat
-from ..kinds.base import Probe, remaining
+from ..kinds.base import Kind, remaining
 from ..kinds.threads import start_helper
 
 T = TypeVar("T")
@@ -31,7 +31,7 @@ class Wait(NamedTuple):
     without its thread ending, never in a clean check.
     """
 
-    objects: Tuple[Tuple[Probe, Sequence[Any]], ...]
+    objects: Tuple[Tuple[Kind, Sequence[Any]], ...]
     deadline: float
     poll: bool = False
 
@@ -40,9 +40,9 @@ Steps = Generator[Wait, None, T]
 
 
 def _wait_blocking(request: Wait) -> None:
-    for probe, objs in request.objects:
-        probe.wait(objs, request.deadline)
-    if request.poll and any(probe.is_alive(obj) for probe, objs in request.objects for obj in objs):
+    for kind, objs in request.objects:
+        kind.wait(objs, request.deadline)
+    if request.poll and any(kind.is_alive(obj) for kind, objs in request.objects for obj in objs):
         time.sleep(remaining(request.deadline))
 
 
@@ -67,9 +67,9 @@ async def _wait_async(request: Wait) -> None:
     loop = asyncio.get_running_loop()
     local: List[Any] = []
     elsewhere = False
-    for probe, objs in request.objects:
+    for kind, objs in request.objects:
         for obj in objs:
-            if probe.option == "tasks" and obj.get_loop() is loop:
+            if kind.runs_on(obj, loop):
                 local.append(obj)
             else:
                 elsewhere = True

@@ -22,8 +22,8 @@ import inspect
 import sys
 from typing import Any, ContextManager, Iterator, Optional
 
-from ..kinds.tasks import allow_driving
-from ..records import Info, TaskInfo
+from ..kinds.base import InfoRecord
+from ..kinds.tasks import TaskInfo, allow_driving
 
 _ANYIO_RUNNER_PREFIX = "anyio._backends._asyncio.TestRunner."
 
@@ -55,7 +55,7 @@ def track_runner_loop(value: object) -> Optional[Any]:
     return loop
 
 
-def is_anyio_runner_task(info: Info) -> bool:
+def is_anyio_runner_task(info: InfoRecord) -> bool:
     """anyio's own task that runs each test and fixture on the runner: not a leak."""
     return isinstance(info, TaskInfo) and bool(info.frames) and info.frames[0].function.startswith(_ANYIO_RUNNER_PREFIX)
 

@@ -26,23 +26,15 @@ from typing import Any, Dict, Generator, List, Optional, Sequence, Tuple, Union,
 import pytest
 
 from ..engine.assertions import assert_no_stack_match, assert_stack_match, find_stacks
-from ..engine.check import (
-    LeakCheck,
-    Location,
-    act_on_report,
-    attach_to_error,
-    is_self_checked,
-    may_have_self_checked_tests,
-    skips_check,
-)
-from ..engine.compare import PROBES, anything_started, check_steps, enabled_probes, started_since, take_census
+from ..engine.check import LeakCheck, is_self_checked, may_have_self_checked_tests
+from ..engine.compare import check_steps, started_since, take_census
 from ..engine.matching import MatcherLike, ignore_any_function, ignore_name, ignore_top_function, validate_matchers
 from ..engine.options import Options
 from ..engine.snapshot import snapshot
 from ..engine.wait import run_blocking
-from ..kinds.base import Census
-from ..kinds.tasks import LoopTaskProbe
-from ..reporting.report import LeakReport
+from ..engine.window import Location, Window, skips_check
+from ..kinds.tasks import KIND as TASKS
+from ..kinds.tasks import LoopTaskKind
 from .pytest_loops import anyio_runner_lease, last_lease, track_runner_loop
 from .pytest_settings import (
     MARKER,
@@ -62,25 +54,20 @@ _PLUGIN_NAME = "leakcheck-checks"
 _Node = Union[pytest.Item, pytest.Collector]
 
 
-class Window:
-    """One checked window (a test, a module or the run) and its baseline census.
+class ScopeWindow(Window):
+    """The checked window of a test, a module or the run: the core's :class:`Window` and the node it answers for.
 
-    A window without options belongs to a test that opted out: it only
-    records what the test starts, for the broader windows to absorb.
+    A window that is not ``checked`` belongs to a test that opted out: it
+    only records what the test starts, for the broader windows to absorb.
     """
 
-    __slots__ = ("before", "early", "ignore", "node", "options", "probes", "rank")
+    __slots__ = ("checked", "node", "rank")
 
-    def __init__(self, node: _Node, rank: int, options: Optional[Options]) -> None:
+    def __init__(self, node: _Node, rank: int, options: Options, checked: bool = True) -> None:
+        super().__init__(options)
         self.node = node
         self.rank = rank
-        self.options = options
-        self.probes = probes = enabled_probes(options) if options is not None else PROBES
-        self.before: Census = take_census(probes)
-        self.ignore: Tuple[MatcherLike, ...] = ()
-        """Matchers added by the ``leakcheck`` fixture."""
-        self.early: Tuple[LeakReport, ...] = ()
-        """Findings made before the window closed: tasks on a loop that was about to close."""
+        self.checked = checked
 
     @property
     def label(self) -> str:
@@ -91,50 +78,23 @@ class Window:
 
     @property
     def checks_tasks(self) -> bool:
-        return self.options is not None and self.options.tasks
-
-    def absorb(self, started: Census) -> None:
-        """Make what ``started`` lists part of the baseline: nobody's leak."""
-        for option, tokens in started.items():
-            if tokens and option in self.before:
-                self.before[option] = self.before[option] | tokens
-
-    def started(self) -> Census:
-        return started_since(self.before, self.probes)
-
-    def _options(self, **changes: Any) -> Options:
-        assert self.options is not None
-        if not self.ignore and not changes:
-            return self.options
-        return self.options._replace(ignore=(*self.options.ignore, *self.ignore), **changes)
+        return self.checked and self.options.checks(TASKS.name)
 
     def task_options(self) -> Options:
-        """The options for a check of this window's tasks only."""
-        return self._options(threads=False, forbid=())
+        """The options for a check of this window's tasks only (and of no stack pattern)."""
+        task_kinds = tuple(kind for kind in self.kinds if kind.name == TASKS.name)
+        return self.effective_options()._replace(kinds=task_kinds, forbid=())
 
     def check_closing_loop(self, loop: Any) -> None:
         """Check the tasks of ``loop`` before a runner closes it and cancels them."""
         if self.checks_tasks:
-            report = run_blocking(check_steps(self.before, self.task_options(), (LoopTaskProbe(loop),)))
+            options = self.task_options()._replace(kinds=(LoopTaskKind(loop),))
+            report = run_blocking(check_steps(self.before, options))
             if report:
                 self.early += (report,)
 
     def is_clean(self) -> bool:
-        """Whether a check would find nothing, judged cheaply: nothing new at all, nothing forbidden."""
-        options = self.options
-        return (
-            options is not None
-            and not self.early
-            and not options.forbid
-            and not anything_started(self.before, self.probes)
-        )
-
-    def check(self) -> List[LeakReport]:
-        """The window's findings: those made before a loop closed, then the final check."""
-        if self.is_clean():
-            return []
-        report = run_blocking(check_steps(self.before, self._options(), self.probes))
-        return [*self.early, report] if report else list(self.early)
+        return self.checked and super().is_clean()
 
 
 class _OptedOut:
@@ -172,9 +132,9 @@ class LeakCheckPlugin:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.session_window: Optional[Window] = None
-        self.module_window: Optional[Window] = None
-        self.test_window: Optional[Window] = None
+        self.session_window: Optional[ScopeWindow] = None
+        self.module_window: Optional[ScopeWindow] = None
+        self.test_window: Optional[ScopeWindow] = None
         self._module_options: Dict[str, Optional[Options]] = {}
         # Keyed by id(): hashing a node runs Python code.  Each entry keeps its
         # node, so an id is never taken for another node's; cleared at the end.
@@ -187,7 +147,7 @@ class LeakCheckPlugin:
         self._leased_loop: Optional[Any] = None
 
     @property
-    def windows(self) -> List[Window]:
+    def windows(self) -> List[ScopeWindow]:
         """The open windows, outermost first."""
         return [window for window in (self.session_window, self.module_window, self.test_window) if window]
 
@@ -282,14 +242,14 @@ class LeakCheckPlugin:
         settings = self.settings
         if settings.scope == "session":
             if settings.enabled and self.session_window is None:
-                self.session_window = Window(item.session, _SESSION, settings.default_options)
+                self.session_window = ScopeWindow(item.session, _SESSION, settings.default_options)
         elif settings.scope == "module":
             self._open_module_window(item)
         plan = self.plan(item)
         if isinstance(plan, Options):
-            self.test_window = Window(item, _TEST, plan)
+            self.test_window = ScopeWindow(item, _TEST, plan)
         elif plan is _OPTED_OUT and (self.session_window or self.module_window):
-            self.test_window = Window(item, _TEST, None)
+            self.test_window = ScopeWindow(item, _TEST, self.settings.default_options, checked=False)
         else:
             self.test_window = None
 
@@ -300,9 +260,9 @@ class LeakCheckPlugin:
         if self.module_window is None:
             options = self._module_window_options(module)
             if options is not None:
-                self.module_window = Window(module, _MODULE, options)
+                self.module_window = ScopeWindow(module, _MODULE, options)
 
-    def _take_closing(self, item: pytest.Item, nextitem: Optional[pytest.Item]) -> List[Window]:
+    def _take_closing(self, item: pytest.Item, nextitem: Optional[pytest.Item]) -> List[ScopeWindow]:
         """Empty the slots of the windows that close after ``item``: innermost first."""
         closing = []
         if self.test_window is not None:
@@ -332,7 +292,7 @@ class LeakCheckPlugin:
         failures: List[str] = []
         try:
             for window in closing:
-                if window.options is None:
+                if not window.checked:
                     started = window.started()
                     for broader in (*self.windows, *closing):
                         if broader.rank > window.rank:
@@ -368,12 +328,13 @@ class LeakCheckPlugin:
     def pytest_fixture_setup(self, fixturedef: Any, request: Any) -> Generator[None, Any, Any]:
         rank = _SCOPE_RANK.get(fixturedef.scope, 0)
         broader = [window for window in self.windows if window.rank < rank] if rank else ()
-        before = take_census(PROBES) if broader else None
+        kinds = tuple({kind: None for window in broader for kind in window.kinds})
+        before = take_census(kinds) if broader else None
         try:
             result = yield
         finally:
             if before is not None:
-                started = started_since(before, PROBES)
+                started = started_since(before, kinds)
                 for window in broader:
                     window.absorb(started)
         loop = track_runner_loop(result)
@@ -439,7 +400,7 @@ class _AsyncCaseCheck:
             return
         window = next((window for window in reversed(self._plugin.windows) if window.checks_tasks), None)
         if window is not None:
-            from .unittest import start_test_check
+            from ..engine.testcase import start_test_check
 
             start_test_check(case, LeakCheck(window.task_options()))
 
@@ -452,7 +413,7 @@ def _is_async_case(item: pytest.Item) -> bool:
     return isinstance(cls, type) and issubclass(cls, async_case.IsolatedAsyncioTestCase)
 
 
-def _location(window: Window, item: pytest.Item) -> Optional[Location]:
+def _location(window: ScopeWindow, item: pytest.Item) -> Optional[Location]:
     """What a warning about ``window`` points at: its test function, its module, or (the run) the last test."""
     node = item if window.rank == _SESSION else window.node
     try:
@@ -463,23 +424,14 @@ def _location(window: Window, item: pytest.Item) -> Optional[Location]:
     return str(path), (lineno or 0) + 1, module if isinstance(module, str) else None
 
 
-def _finish(window: Window, error: Optional[BaseException], item: pytest.Item) -> List[str]:
-    """Check a closing window and do what ``on_leak`` says; the texts that fail the test."""
-    assert window.options is not None
-    try:
-        reports = window.check()
-    except Exception as failure:  # e.g. a user's ignore matcher raised
-        if error is None:
-            raise
-        attach_to_error(error, f"leakcheck could not complete its check: {failure!r}")
-        return []
-    failures = []
-    for report in reports:
-        if window.options.on_leak == "raise" and error is None:
-            failures.append(str(report).replace("leakcheck: ", f"leakcheck: {window.label}: ", 1))
-        else:  # the test is gone: a warning points at its code, not at pytest's hook that called this
-            act_on_report(report, window.options, error, _location(window, item))
-    return failures
+def _finish(window: ScopeWindow, error: Optional[BaseException], item: pytest.Item) -> List[str]:
+    """Check a closing window and do what ``on_leak`` says; the texts that fail the test.
+
+    The test is gone: a warning points at its code (see ``_location``), not at pytest's hook that called this.
+    """
+    assert window.checked
+    reports = window.close(error, _location(window, item))
+    return [str(report).replace("leakcheck: ", f"leakcheck: {window.label}: ", 1) for report in reports]
 
 
 class LeakCheckFixture:
@@ -499,8 +451,8 @@ class LeakCheckFixture:
     ignore_top_function = staticmethod(ignore_top_function)
     ignore_any_function = staticmethod(ignore_any_function)
 
-    def __init__(self, windows: Sequence[Window]) -> None:
-        self._windows = [window for window in windows if window.options is not None]
+    def __init__(self, windows: Sequence[ScopeWindow]) -> None:
+        self._windows = [window for window in windows if window.checked]
 
     def ignore(self, *matchers: MatcherLike) -> None:
         """Never report what ``matchers`` match in the checks this test is part of.

@@ -20,12 +20,12 @@ from ..engine.matching import (
     ignore_top_function,
     validate_matchers,
 )
-from ..engine.options import KINDS, NOTHING_CHECKED, Options, make_options, parse_kinds, parse_seconds
+from ..engine.options import NOTHING_CHECKED, OPTION_NAMES, Options, make_options, parse_kinds, parse_seconds
+from ..kinds.registry import default_kinds, flag_kinds
 from .pytest_loops import is_anyio_runner_task
 
 MARKER = "leakcheck"
 SCOPES = ("test", "module", "session")
-OPTION_NAMES = Options._fields
 MARKER_KEYS = ("enabled", *OPTION_NAMES)
 
 _MATCHER_PREFIXES = {"name": ignore_name, "top": ignore_top_function, "any": ignore_any_function}
@@ -54,7 +54,7 @@ def add_options(parser: pytest.Parser) -> None:
         "--leakcheck-kinds",
         metavar="KINDS",
         default=None,
-        help=f"comma-separated kinds to check: {','.join(KINDS)} (default: all)",
+        help=f"comma-separated kinds to check: {','.join(flag_kinds())} (default: {','.join(default_kinds())})",
     )
     group.addoption(
         "--leakcheck-scope",
@@ -68,7 +68,7 @@ def add_options(parser: pytest.Parser) -> None:
         parser.addini("leakcheck_timeout", timeout_help, type="float", default=None)
     else:
         parser.addini("leakcheck_timeout", timeout_help, default=None)
-    parser.addini("leakcheck_kinds", f"kinds to check: {','.join(KINDS)}", default=None)
+    parser.addini("leakcheck_kinds", f"kinds to check: {','.join(flag_kinds())}", default=None)
     parser.addini("leakcheck_scope", "test, module or session", default=None)
     parser.addini(
         "leakcheck_ignore",
@@ -101,7 +101,7 @@ class Settings(NamedTuple):
         merged.update(marker_options)
         if "ignore" in marker_options:  # ini matchers always apply; a marker adds its own
             merged["ignore"] = (*self.defaults.get("ignore", ()), *validate_matchers(marker_options["ignore"]))
-        return make_options(**merged)
+        return make_options(merged, where="the marker")
 
 
 def parse_matcher(line: str) -> Matcher:
@@ -166,7 +166,7 @@ def read_settings(config: pytest.Config) -> Settings:
         if timeout is not None:
             given.append(name)
             defaults["timeout"] = parse_seconds(timeout, "--leakcheck-timeout (ini leakcheck_timeout)")
-        kinds, name = _setting(config, "leakcheck_kinds", f"a comma-separated list of {', '.join(KINDS)}")
+        kinds, name = _setting(config, "leakcheck_kinds", f"a comma-separated list of {', '.join(flag_kinds())}")
         if kinds is not None:
             given.append(name)
             defaults.update(parse_kinds(kinds, "--leakcheck-kinds (ini leakcheck_kinds)"))
@@ -182,7 +182,7 @@ def read_settings(config: pytest.Config) -> Settings:
         matchers: Tuple[MatcherLike, ...] = tuple(parse_matcher(line) for line in lines)
         # anyio runs every test and fixture in one task of its own, which outlives them.
         defaults["ignore"] = (*matchers, is_anyio_runner_task)
-        default_options = make_options(**defaults)
+        default_options = make_options(defaults)
     except (TypeError, ValueError) as error:
         raise pytest.UsageError(f"leakcheck: {error}") from None
     return Settings(
@@ -246,10 +246,11 @@ def read_marker(marker: Optional[pytest.Mark], settings: Settings, where: str) -
         message = str(error)
         if message == NOTHING_CHECKED:
             # One of the two may come from --leakcheck-kinds (ini leakcheck_kinds) rather than the marker.
-            off = [kind for kind in KINDS if marker.kwargs.get(kind) is False]
-            origin = "" if len(off) == len(KINDS) else " (with --leakcheck-kinds, ini leakcheck_kinds)"
+            defaults = default_kinds()
+            off = [kind for kind in defaults if marker.kwargs.get(kind) is False]
+            origin = "" if len(off) == len(defaults) else " (with --leakcheck-kinds, ini leakcheck_kinds)"
             message = (
-                f"{' and '.join(f'{kind}=False' for kind in KINDS)}{origin} leave nothing to check; "
+                f"{' and '.join(f'{kind}=False' for kind in defaults)}{origin} leave nothing to check; "
                 f"@pytest.mark.{MARKER}(enabled=False) turns the check off"
             )
         raise pytest.UsageError(f"{where}: @pytest.mark.{MARKER}: {message}") from None

@@ -20,8 +20,8 @@ from __future__ import annotations
 import re
 import time
 from typing import (
-    Any,
     AbstractSet,
+    Any,
     ClassVar,
     Dict,
     Hashable,
@@ -94,7 +94,7 @@ class InfoRecord(_Record):
     """The plural noun, e.g. ``"threads"``; also the kind's option name where they agree."""
     header_word: ClassVar[str] = ""
     """The first word of its dump header, e.g. ``"Thread"``: how :func:`parse_dump` tells kinds apart."""
-    HEADER: ClassVar["re.Pattern[str]"]
+    HEADER: ClassVar[re.Pattern[str]]
     """The full header line, with named groups for :meth:`from_text`."""
 
     name: str
@@ -121,7 +121,7 @@ class InfoRecord(_Record):
 
     @classmethod
     def from_text(
-        cls: Type[_I], header: "re.Match[str]", frames: Tuple[Frame, ...], details: List[str], fields: TextFields
+        cls: Type[_I], header: re.Match[str], frames: Tuple[Frame, ...], details: List[str], fields: TextFields
     ) -> _I:
         """The record a dump block stands for: its matched header, frames and detail lines (without the two spaces)."""
         raise NotImplementedError
@@ -149,7 +149,7 @@ class Kind:
 
     # -- the option
 
-    def configure(self, value: object) -> Optional["Kind"]:
+    def configure(self, value: object) -> Optional[Kind]:
         """The kind to check for the validated option ``value``, or ``None`` when it is off.
 
         A flag kind is itself when ``True``.  A kind whose option carries

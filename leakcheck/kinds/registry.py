@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import functools
 import importlib
-from typing import TYPE_CHECKING, Dict, Sequence, Tuple
-
-from typing import TypedDict  # typing_extensions only for Unpack, and only for type checkers
+from typing import (
+    TYPE_CHECKING,
+    Dict,
+    Sequence,
+    Tuple,
+    TypedDict,  # typing_extensions only for Unpack, and only for type checkers
+)
 
 from .base import Kind
 
@@ -28,8 +32,8 @@ class KindOptions(TypedDict, total=False):
     tasks: bool
     processes: bool
     fds: bool
-    os_threads: bool
-    probes: Sequence["Probe"]
+    # os_threads: bool  # TEMP
+    probes: Sequence[Probe]
 
 
 KIND_NAMES: Tuple[str, ...] = tuple(KindOptions.__annotations__)

@@ -12,9 +12,12 @@ README's, word for word: extend them there and here together.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
-from ..records import Frame, ThreadInfo
+from ..records import Frame
+
+if TYPE_CHECKING:
+    from .base import InfoRecord
 
 WAITING_FUNCTIONS = frozenset(
     {
@@ -127,7 +130,7 @@ def top_frame(frames: Sequence[Frame]) -> Optional[Frame]:
 _POOL_WORKER_LOOP = "concurrent.futures.thread._worker"
 
 
-def waits_for_work(info: ThreadInfo) -> bool:
+def waits_for_work(info: InfoRecord) -> bool:
     """Whether the described thread is a ``ThreadPoolExecutor`` worker waiting for a job.
 
     Its top frame is then the worker loop itself; a worker running a job

@@ -2,14 +2,144 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import weakref
-from typing import AbstractSet, Any, Dict, Hashable, List, Sequence, Tuple
+from typing import AbstractSet, Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
-from ..records import Frame, TaskInfo, task_stack
+from ..records import ESCAPED, LITERAL, Frame, format_frames, shown
 from . import asyncio_compat as compat
+from .base import InfoRecord, JsonFields, Kind, TextFields
 from .frames import as_text, attribute, coroutine_frames, safely
+
+_AWAITING = "Awaiting "
+
+
+class TaskInfo(InfoRecord):
+    """An asyncio task as it was when it was captured."""
+
+    _compared = ("id", "name", "coro", "state", "thread_ident", "frames", "awaiting", "stack")
+    __slots__ = _compared
+    _shown = ("id", "name", "coro", "state", "thread_ident")
+    kind = "task"
+    plural = "tasks"
+    header_word = "Task"
+    # A plain coroutine holds no comma, a plain state no "]", and escaped text ends with its literal:
+    # no text can pass for another field, and matching is linear in the length of the line.
+    HEADER = re.compile(
+        rf"Task (?P<name>{LITERAL}) \(id=0x(?P<id>[0-9a-f]+), coro=(?P<coro>{ESCAPED}|[^,\\][^,]*), "
+        r"(?:loop_thread=(?P<thread_ident>None|\d+)|loop=not running)\) "  # loop_thread=None: older dumps
+        rf"\[(?P<state>{ESCAPED}|[^\]]*)\]:"
+    )
+
+    id: int
+    """``id()`` of the task object, stable for as long as the task lives."""
+    name: str
+    coro: str
+    """The qualified name of the task's coroutine."""
+    state: str
+    """``"pending"``, ``"cancelling"`` or ``"done"``."""
+    thread_ident: Optional[int]
+    """The thread running the task's event loop, when known."""
+    frames: Tuple[Frame, ...]
+    awaiting: str
+    """What the innermost coroutine waits on, e.g. ``"Future"``, or ``""``."""
+    stack: str
+
+    def __init__(
+        self,
+        id: int,
+        name: str,
+        coro: str,
+        state: str,
+        thread_ident: Optional[int],
+        frames: Tuple[Frame, ...],
+        awaiting: str,
+        stack: str,
+    ) -> None:
+        self._init(
+            id=id,
+            name=name,
+            coro=coro,
+            state=state,
+            thread_ident=thread_ident,
+            frames=frames,
+            awaiting=awaiting,
+            stack=stack,
+        )
+
+    @property
+    def header(self) -> str:
+        """The dump line that introduces this task's stack.
+
+        A coroutine is shown plain only without a comma, a state only without
+        ``]``: crafted text in either can never pass for another field.
+        """
+        loop = "loop=not running" if self.thread_ident is None else f"loop_thread={self.thread_ident}"
+        return (
+            f"Task {self.name!r} (id=0x{self.id:x}, coro={shown(self.coro, ',')}, {loop}) "
+            f"[{shown(self.state, ']')}]:"
+        )
+
+    @property
+    def advice(self) -> str:
+        return "cancel it and await it before the block ends (task.cancel(); await task), or use a TaskGroup"
+
+    def sort_key(self) -> Tuple[Any, ...]:
+        return (self.name, self.coro)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "coro": self.coro,
+            "state": self.state,
+            "thread_ident": self.thread_ident,
+            "awaiting": self.awaiting,
+            "frames": [frame._asdict() for frame in self.frames],
+            "stack": self.stack,
+        }
+
+    @classmethod
+    def from_text(
+        cls, header: re.Match[str], frames: Tuple[Frame, ...], details: List[str], fields: TextFields
+    ) -> TaskInfo:
+        awaiting = ""
+        for detail in details:
+            if not detail.startswith(_AWAITING) or awaiting:
+                raise fields.error(f"a task has no line {detail[:80]!r}")
+            awaiting = fields.text(detail[len(_AWAITING) :])
+        return cls(
+            id=fields.integer(header["id"], "id", base=16),
+            name=fields.name(header["name"]),
+            coro=fields.text(header["coro"]),
+            state=fields.text(header["state"]),
+            thread_ident=fields.optional_integer(header["thread_ident"], "loop_thread"),
+            frames=frames,
+            awaiting=awaiting,
+            stack=task_stack(frames, awaiting),
+        )
+
+    @classmethod
+    def from_json(cls, fields: JsonFields) -> TaskInfo:
+        frames = fields.frames()
+        awaiting = fields.field("awaiting", (str,))
+        return cls(
+            id=fields.field("id", (int,)),
+            name=fields.field("name", (str,)),
+            coro=fields.field("coro", (str,)),
+            state=fields.field("state", (str,)),
+            thread_ident=fields.field("thread_ident", (int, type(None))),
+            frames=frames,
+            awaiting=awaiting,
+            stack=task_stack(frames, awaiting),
+        )
+
+
+def task_stack(frames: Tuple[Frame, ...], awaiting: str) -> str:
+    """A task's stack text: its frames, then what the innermost coroutine awaits, if known."""
+    return format_frames(frames) + (f"  {_AWAITING}{shown(awaiting)}\n" if awaiting else "")
 
 
 def _coro_name(coro: object) -> str:
@@ -101,8 +231,13 @@ def _drive_idle_loops(tasks: Sequence[Any], deadline: float) -> None:
         loop.run_until_complete(asyncio.wait(pending, timeout=timeout))
 
 
-class TaskProbe:
-    option = "tasks"
+class TaskKind(Kind):
+    """The asyncio tasks of every event loop, in every thread."""
+
+    name = "tasks"
+    info_type = TaskInfo
+    default = True
+    has_stacks = True
 
     # Bound directly, not wrapped: checks call these for every test of a run.
     census = staticmethod(compat.task_tokens)
@@ -152,7 +287,35 @@ class TaskProbe:
                     _call_on_loop(task, task.remove_done_callback, wake)
 
 
-class LoopTaskProbe(TaskProbe):
+    def is_exempt(self, obj: Any) -> bool:
+        return obj is compat.current_task()
+
+    def runs_on(self, obj: Any, loop: Any) -> bool:
+        return bool(obj.get_loop() is loop)
+
+    def may_be_garbage(self, obj: Any) -> bool:
+        # asyncio strands tasks on a closed loop in ordinary ways (the other children of a
+        # ``gather`` that one failed child ended, ``run_until_complete``'s wrapper after
+        # ``loop.stop()``); it marks them as not worth a warning, and only reference cycles
+        # keep them, so one collection frees them.
+        return is_on_closed_loop(obj)
+
+    def extra_ignores(self, suspects: Sequence[Any]) -> Tuple[List[Any], bool]:
+        return list(_builtin_ignores()), False
+
+    def cancel(self, objs: Sequence[Any]) -> bool:
+        for task in objs:
+            cancel(task)
+        return bool(objs)
+
+
+def _builtin_ignores() -> Sequence[Any]:
+    from ..engine.matching import builtin_ignores
+
+    return builtin_ignores()
+
+
+class LoopTaskKind(TaskKind):
     """The tasks of one loop only: for checking a loop that is about to be closed."""
 
     def __init__(self, loop: Any) -> None:
@@ -182,3 +345,6 @@ def cancel(task: Any) -> None:
             task.cancel()
     except RuntimeError:  # a closed loop: the task can never run again anyway
         pass
+
+
+KIND = TaskKind()

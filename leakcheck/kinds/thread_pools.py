@@ -26,11 +26,11 @@ import sys
 import types
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set
 
-from ..records import Info, ThreadInfo
 from . import asyncio_compat as compat
+from .base import InfoRecord
 from .stack_top import top_frame, waits_for_work
 from .tasks import drivable_loops
-from .threads import executor_of
+from .threads import ThreadInfo, executor_of
 
 _REACH = 3  # steps from a module global to a pool's worker object: global -> pool -> dict -> worker
 
@@ -46,7 +46,7 @@ class IdlePoolWorker:
         """Whether ``thread`` may turn idle later: then its check polls instead of joining it."""
         return thread.ident in self._executor_workers or thread.ident in self._loops
 
-    def __call__(self, info: Info) -> bool:
+    def __call__(self, info: InfoRecord) -> bool:
         if not isinstance(info, ThreadInfo):
             return False
         if info.ident in self._executor_workers:

@@ -7,14 +7,111 @@ and a worker thread's ``_target`` and ``_args``, for its executor.
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
 import weakref
-from typing import AbstractSet, Any, FrozenSet, Hashable, List, Optional, Sequence
+from typing import AbstractSet, Any, Dict, FrozenSet, Hashable, List, Optional, Sequence, Tuple
 
-from ..records import ThreadInfo, format_frames
+from ..records import LITERAL, Frame, format_frames
+from .base import InfoRecord, JsonFields, Kind, TextFields
 from .frames import as_text, safely, thread_frames
+
+
+class ThreadInfo(InfoRecord):
+    """A thread as it was when it was captured."""
+
+    _compared = ("ident", "native_id", "name", "daemon", "frames", "stack")
+    __slots__ = _compared
+    _shown = ("ident", "native_id", "name", "daemon")
+    kind = "thread"
+    plural = "threads"
+    header_word = "Thread"
+    HEADER = re.compile(
+        rf"Thread (?P<name>{LITERAL}) \(ident=(?P<ident>\d+), native_id=(?P<native_id>None|\d+), "
+        r"daemon=(?P<daemon>True|False)\) \[(?P<state>running|starting)\]:"
+    )
+
+    ident: int
+    native_id: Optional[int]
+    name: str
+    daemon: bool
+    frames: Tuple[Frame, ...]
+    stack: str
+    """Traceback-style text, innermost frame last."""
+
+    def __init__(
+        self, ident: int, native_id: Optional[int], name: str, daemon: bool, frames: Tuple[Frame, ...], stack: str
+    ) -> None:
+        self._init(ident=ident, native_id=native_id, name=name, daemon=daemon, frames=frames, stack=stack)
+
+    @property
+    def state(self) -> str:
+        # Python cannot tell a blocked thread from a busy one, and a thread with
+        # no Python frame yet is still in its bootstrap.
+        return "running" if self.frames else "starting"
+
+    @property
+    def header(self) -> str:
+        """The dump line that introduces this thread's stack."""
+        return (
+            f"Thread {self.name!r} (ident={self.ident}, native_id={self.native_id}, "
+            f"daemon={self.daemon}) [{self.state}]:"
+        )
+
+    @property
+    def advice(self) -> str:
+        from .stack_top import waits_for_work
+
+        if waits_for_work(self):
+            return "shut its executor down before the block ends (executor.shutdown(wait=True), or `with executor:`)"
+        return "stop it and join() it before the block ends"
+
+    def sort_key(self) -> Tuple[Any, ...]:
+        return (self.name, self.native_id or 0)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "ident": self.ident,
+            "native_id": self.native_id,
+            "name": self.name,
+            "daemon": self.daemon,
+            "state": self.state,
+            "frames": [frame._asdict() for frame in self.frames],
+            "stack": self.stack,
+        }
+
+    @classmethod
+    def from_text(
+        cls, header: re.Match[str], frames: Tuple[Frame, ...], details: List[str], fields: TextFields
+    ) -> ThreadInfo:
+        if details:
+            raise fields.error(f"a thread has no line {details[0][:80]!r}")
+        info = cls(
+            ident=fields.integer(header["ident"], "ident"),
+            native_id=fields.optional_integer(header["native_id"], "native_id"),
+            name=fields.name(header["name"]),
+            daemon=header["daemon"] == "True",
+            frames=frames,
+            stack=format_frames(frames),
+        )
+        if info.state != header["state"]:
+            raise fields.error(f"a {header['state']} thread cannot have {len(frames)} frames")
+        return info
+
+    @classmethod
+    def from_json(cls, fields: JsonFields) -> ThreadInfo:
+        frames = fields.frames()
+        return cls(
+            ident=fields.field("ident", (int,)),
+            native_id=fields.field("native_id", (int, type(None))),
+            name=fields.field("name", (str,)),
+            daemon=fields.field("daemon", (bool,)),
+            frames=frames,
+            stack=format_frames(frames),
+        )
+
 
 _helpers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 _SELF_MODULES = ("leakcheck.",)
@@ -71,8 +168,13 @@ def executor_of(thread: threading.Thread) -> Optional[Any]:
     return reference() if isinstance(reference, weakref.ref) else None
 
 
-class ThreadProbe:
-    option = "threads"
+class ThreadKind(Kind):
+    """Every ``threading.Thread``, including the dummy ones of threads ``threading`` did not start."""
+
+    name = "threads"
+    info_type = ThreadInfo
+    default = True
+    has_stacks = True
 
     def census(self) -> FrozenSet[Hashable]:
         # Weak references to Thread objects: not idents, which are reused as
@@ -138,3 +240,22 @@ class ThreadProbe:
             if polled:
                 time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
                 delay = min(delay * 2, _DUMMY_POLL_CAP)
+
+    def is_exempt(self, obj: Any) -> bool:
+        return obj is threading.current_thread()
+
+    def extra_ignores(self, suspects: Sequence[Any]) -> Tuple[List[Any], bool]:
+        from .thread_pools import idle_worker_matcher
+
+        idle_worker = idle_worker_matcher(suspects)
+        if idle_worker is None:
+            return [], False
+        return [idle_worker], any(idle_worker.could_match(thread) for thread in suspects)
+
+    def held_by(self, objs: Sequence[Any]) -> Tuple[Tuple[int, str], ...]:
+        from .thread_pools import global_holding
+
+        return tuple((thread.ident, holder) for thread in objs for holder in [global_holding(thread)] if holder)
+
+
+KIND = ThreadKind()

@@ -25,9 +25,10 @@ from typing import List, Optional, Sequence
 
 from ..engine.snapshot import snapshot
 from ..engine.wait import backoff_deadlines
+from ..kinds.base import InfoRecord
 from ..kinds.stack_top import waits_for_work
-from ..kinds.threads import ThreadProbe, executor_of, live_threads
-from ..records import Info, describe_block
+from ..kinds.threads import ThreadKind, executor_of, live_threads
+from ..records import describe_block
 
 
 def _blockers() -> List[threading.Thread]:
@@ -41,12 +42,12 @@ def _blockers() -> List[threading.Thread]:
     found = [t for t in live_threads() if t is not main and not t.daemon and t.is_alive()]
     workers = [t for t in found if executor_of(t) is not None]
     if workers:
-        idle = {info.ident for info in ThreadProbe().describe(workers) if waits_for_work(info)}
+        idle = {info.ident for info in ThreadKind().describe(workers) if waits_for_work(info)}
         found = [t for t in found if t.ident not in idle]
     return found
 
 
-def keeping_alive(timeout: float) -> List[Info]:
+def keeping_alive(timeout: float) -> List[InfoRecord]:
     """What would still keep the process alive after ``timeout`` seconds: threads, and the tasks pending on any loop."""
     deadline = time.monotonic() + timeout
     for slice_deadline in backoff_deadlines(deadline, first=0.005, cap=0.05):
@@ -58,12 +59,12 @@ def keeping_alive(timeout: float) -> List[Info]:
     if not idents:
         return []
     taken = snapshot()
-    threads: List[Info] = [info for info in taken.threads if info.ident in idents]
-    tasks: List[Info] = [info for info in taken.tasks if info.state == "pending"]
+    threads: List[InfoRecord] = [info for info in taken.threads if info.ident in idents]
+    tasks: List[InfoRecord] = [info for info in taken.tasks if info.state == "pending"]
     return threads + tasks
 
 
-def _report(blockers: List[Info], fail: bool) -> str:
+def _report(blockers: List[InfoRecord], fail: bool) -> str:
     threads = sum(1 for info in blockers if info.kind == "thread")
     tasks = len(blockers) - threads
     counts = f"{threads} non-daemon thread{'' if threads == 1 else 's'}"

@@ -35,43 +35,28 @@ the time is a finite number.  Anything else is a ``ValueError``.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import math
 import re
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
-from ..records import Frame, Info, Snapshot, TaskInfo, ThreadInfo, format_frames, task_stack
+from ..kinds.base import InfoRecord
+from ..kinds.registry import kinds
+from ..records import ESCAPED, Frame, Snapshot
 
 JSON_FORMAT = "leakcheck-snapshot"
-JSON_VERSION = 1
+JSON_VERSION = 2
+"""2: every kind, listed under ``"kinds"``; 1 (still read): threads and tasks only."""
 
-# A Python string literal, as repr() writes it.  Written as runs of plain characters between escapes,
-# never as a repeated alternative: the regex engine then keeps no state per character, and a literal
-# that never closes is given up in one pass.
-_LITERAL = r"'[^'\\]*(?:\\.[^'\\]*)*'" r'|"[^"\\]*(?:\\.[^"\\]*)*"'
-# The same, with only the escapes repr() writes (and the other one-letter ones): literal_eval warns about
-# any other escape, such as \i, where parse_dump must refuse it.  Checked on a field once it has matched.
 _ESCAPE = r"\\(?:[\\'\"abfnrtv]|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})"
+# A string literal with only the escapes repr() writes (and the other one-letter ones): literal_eval warns
+# about any other escape, such as \i, where parse_dump must refuse it.  Checked on a field once it has matched.
 _ONE_LITERAL = re.compile(rf"'[^'\\]*(?:{_ESCAPE}[^'\\]*)*'|\"[^\"\\]*(?:{_ESCAPE}[^\"\\]*)*\"")
-_STRING = rf"(?P<name>{_LITERAL})"
-_ESCAPED = rf"\\(?:{_LITERAL})"  # a backslash and a string literal: text that is not plain
-_HEAD = re.compile(
-    r"leakcheck snapshot of pid (?P<pid>-?\d+) \(taken at (?P<taken_at>[^)]+)\): "
-    r"(?P<threads>\d+) threads?, (?P<tasks>\d+) tasks?"
-)
+_ESCAPED = ESCAPED
+_HEAD = re.compile(r"leakcheck snapshot of pid (?P<pid>-?\d+) \(taken at (?P<taken_at>[^)]+)\): (?P<counts>.*)")
+_COUNT = re.compile(r"(?P<count>\d+) (?P<noun>[A-Za-z][A-Za-z ]*)")
 _TIME = re.compile(r"-?\d+(?:\.\d+)?(?:e[+-]?\d+)?")  # as repr() writes a finite float
-_THREAD = re.compile(
-    rf"Thread {_STRING} \(ident=(?P<ident>\d+), native_id=(?P<native_id>None|\d+), "
-    r"daemon=(?P<daemon>True|False)\) \[(?P<state>running|starting)\]:"
-)
-# Every field ends where it must: a plain coroutine holds no comma, a plain state no "]", and escaped
-# text ends with its literal.  So no text can pass for another field, and matching never backtracks
-# over more than one field: the time is linear in the length of the line, whatever the line.
-_TASK = re.compile(
-    rf"Task {_STRING} \(id=0x(?P<id>[0-9a-f]+), coro=(?P<coro>{_ESCAPED}|[^,\\][^,]*), "
-    r"(?:loop_thread=(?P<thread_ident>None|\d+)|loop=not running)\) "  # loop_thread=None: older dumps
-    rf"\[(?P<state>{_ESCAPED}|[^\]]*)\]:"
-)
 _FRAME = re.compile(
     rf'  File (?:"(?P<plain_filename>[^"]*)"|(?P<filename>{_ESCAPED})), line (?P<lineno>\d+), in (?P<function>.*)'
 )
@@ -87,14 +72,16 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
+def _count(count: int, info_type: Type[InfoRecord]) -> str:
+    return f"{count} {info_type.kind if count == 1 else info_type.plural}"
+
+
 def format_dump(snapshot: Snapshot) -> str:
     """The text dump of ``snapshot``; :func:`parse_dump` reads it back."""
-    head = (
-        f"leakcheck snapshot of pid {snapshot.pid} (taken at {snapshot.taken_at!r}): "
-        f"{_plural(len(snapshot.threads), 'thread')}, {_plural(len(snapshot.tasks), 'task')}\n\n"
-    )
-    infos: Tuple[Info, ...] = (*snapshot.threads, *snapshot.tasks)
-    return head + "\n".join(f"{info.header}\n{info.stack}" for info in infos)
+    registered = kinds()
+    counts = ", ".join(_count(len(records), registered[name].info_type) for name, records in snapshot.records)
+    head = f"leakcheck snapshot of pid {snapshot.pid} (taken at {snapshot.taken_at!r}): {counts}\n\n"
+    return head + "\n".join(f"{info.header}\n{info.stack}" for _, records in snapshot.records for info in records)
 
 
 class _Lines:
@@ -175,54 +162,86 @@ def _text(field: str, lines: _Lines) -> str:
     return text
 
 
-def _optional_int(text: Optional[str], what: str, lines: _Lines) -> Optional[int]:
-    return None if text in (None, "None") else lines.integer(text, what)
+class _HeaderFields:
+    """The :class:`~leakcheck.kinds.base.TextFields` of one block: errors name its header line."""
+
+    __slots__ = ("_lines", "_number")
+
+    def __init__(self, lines: _Lines, number: int) -> None:
+        self._lines = lines
+        self._number = number
+
+    def integer(self, digits: str, what: str, base: int = 10) -> int:
+        return self._lines.integer(digits, what, self._number, base)
+
+    def optional_integer(self, digits: Optional[str], what: str) -> Optional[int]:
+        return None if digits is None or digits == "None" else self.integer(digits, what)
+
+    def text(self, field: str) -> str:
+        return _text(field, self._lines)
+
+    def name(self, literal: str) -> str:
+        name = _literal(literal)
+        if name is None:
+            raise self.error(f"bad name {literal[:80]}")
+        return name
+
+    def error(self, message: str) -> ValueError:
+        return self._lines.error(message, self._number)
 
 
-def _block(lines: _Lines) -> Info:
+_DETAIL_PREFIX = "  "
+
+
+def _details(lines: _Lines) -> List[str]:
+    """The detail lines after a block's frames (``  Awaiting Future``), without their two spaces."""
+    details: List[str] = []
+    while True:
+        line = lines.peek()
+        if line is None or not line.startswith(_DETAIL_PREFIX) or line.startswith(_SOURCE_PREFIX):
+            return details
+        details.append(lines.take()[len(_DETAIL_PREFIX) :])
+
+
+@functools.lru_cache(maxsize=1)
+def _by_header_word() -> Dict[str, Type[InfoRecord]]:
+    return {kind.info_type.header_word: kind.info_type for kind in kinds().values()}
+
+
+@functools.lru_cache(maxsize=1)
+def _by_noun() -> Dict[str, str]:
+    """Kind names by the nouns of a dump's head: ``"1 thread"``, ``"2 fds"``."""
+    nouns = {}
+    for name, kind in kinds().items():
+        nouns[kind.info_type.kind] = nouns[kind.info_type.plural] = name
+    return nouns
+
+
+def _block(lines: _Lines) -> InfoRecord:
     header = lines.take()
-    header_number = lines.number
-    thread = _THREAD.fullmatch(header)
-    if thread is not None:
-        name = _name(thread, lines)
-        ident = lines.integer(thread["ident"], "ident")
-        native_id = _optional_int(thread["native_id"], "native_id", lines)
-        frames = _frames(lines)
-        info: Info = ThreadInfo(
-            ident=ident,
-            native_id=native_id,
-            name=name,
-            daemon=thread["daemon"] == "True",
-            frames=frames,
-            stack=format_frames(frames),
-        )
-        if info.state != thread["state"]:
-            raise lines.error(f"a {thread['state']} thread cannot have {len(frames)} frames", header_number)
-        return info
-    task = _TASK.fullmatch(header)
-    if task is None:
+    fields = _HeaderFields(lines, lines.number)
+    word = header.split(" ", 1)[0]
+    info_type = _by_header_word().get(word)
+    found = info_type.HEADER.fullmatch(header) if info_type is not None else None
+    if info_type is None or found is None:
         shown = repr(header) if len(header) <= 200 else f"{header[:200]!r}..."
-        raise lines.error(f"expected a 'Thread ...' or 'Task ...' header, not {shown}")
-    name = _name(task, lines)
-    task_id = lines.integer(task["id"], "id", base=16)
-    coro = _text(task["coro"], lines)
-    state = _text(task["state"], lines)
-    thread_ident = _optional_int(task["thread_ident"], "loop_thread", lines)
+        words = ", ".join(f"'{word} ...'" for word in _by_header_word())
+        raise lines.error(f"expected a header ({words}), not {shown}")
     frames = _frames(lines)
-    awaiting = ""
-    following = lines.peek()
-    if following is not None and following.startswith(_AWAITING_PREFIX):
-        awaiting = _text(lines.take()[len(_AWAITING_PREFIX) :], lines)
-    return TaskInfo(
-        id=task_id,
-        name=name,
-        coro=coro,
-        state=state,
-        thread_ident=thread_ident,
-        frames=frames,
-        awaiting=awaiting,
-        stack=task_stack(frames, awaiting),
-    )
+    return info_type.from_text(found, frames, _details(lines), fields)
+
+
+def _counts(text: str, lines: _Lines) -> Dict[str, int]:
+    """The head's ``1 thread, 2 tasks``, by kind name, in the order given."""
+    counts: Dict[str, int] = {}
+    for part in text.split(", "):
+        found = _COUNT.fullmatch(part)
+        name = _by_noun().get(found["noun"]) if found is not None else None
+        if found is None or name is None or name in counts:
+            nouns = ", ".join(sorted({kind.info_type.plural for kind in kinds().values()}))
+            raise lines.error(f"expected counts of {nouns} in the head, not {part[:80]!r}")
+        counts[name] = lines.integer(found["count"], f"{found['noun']} count")
+    return counts
 
 
 def parse_dump(text: str) -> Snapshot:
@@ -240,70 +259,45 @@ def parse_dump(text: str) -> Snapshot:
     if head is None:
         raise lines.error("expected 'leakcheck snapshot of pid N (taken at T): ...'")
     pid = lines.integer(head["pid"], "pid")
-    counts = (lines.integer(head["threads"], "thread count"), lines.integer(head["tasks"], "task count"))
+    counts = _counts(head["counts"], lines)
     taken_at = float(head["taken_at"]) if _TIME.fullmatch(head["taken_at"]) else math.nan
     if not math.isfinite(taken_at):  # also 1e999, which float() reads as inf
         raise lines.error(f"bad time {head['taken_at'][:40]!r}")
-    threads: List[ThreadInfo] = []
-    tasks: List[TaskInfo] = []
+    found: Dict[str, List[InfoRecord]] = {name: [] for name in counts}
+    names = _by_noun()
     while lines.peek() is not None:
         if lines.take() != "":
             raise lines.error("expected a blank line between blocks")
         if lines.peek() in (None, ""):
             continue  # the trailing newline, or the blank line after the head of an empty dump
+        number = lines.number + 1
         info = _block(lines)
-        if isinstance(info, ThreadInfo):
-            threads.append(info)
-        else:
-            tasks.append(info)
-    if (len(threads), len(tasks)) != counts:
-        raise ValueError(
-            f"not a leakcheck dump: the head counts {counts[0]} threads and {counts[1]} tasks, "
-            f"the blocks {len(threads)} and {len(tasks)}"
-        )
-    return Snapshot(threads=tuple(threads), tasks=tuple(tasks), pid=pid, taken_at=taken_at)
+        records = found.get(names[info.kind])
+        if records is None:
+            raise lines.error(f"the head counts no {info.plural}", number)
+        records.append(info)
+    for name, records in found.items():
+        if len(records) != counts[name]:
+            raise ValueError(
+                f"not a leakcheck dump: the head counts {counts[name]} {name}, the blocks {len(records)}"
+            )
+    return Snapshot(records={name: tuple(records) for name, records in found.items()}, pid=pid, taken_at=taken_at)
 
 
 # -- JSON
 
 
-def _frame_json(frame: Frame) -> Dict[str, Any]:
-    return {"filename": frame.filename, "lineno": frame.lineno, "function": frame.function, "line": frame.line}
-
-
 def to_json(snapshot: Snapshot) -> str:
     """``snapshot`` as a JSON document; :func:`from_json` reads it back."""
-    document = {
+    document: Dict[str, Any] = {
         "format": JSON_FORMAT,
         "version": JSON_VERSION,
         "pid": snapshot.pid,
         "taken_at": snapshot.taken_at,
-        "threads": [
-            {
-                "ident": info.ident,
-                "native_id": info.native_id,
-                "name": info.name,
-                "daemon": info.daemon,
-                "state": info.state,
-                "frames": [_frame_json(frame) for frame in info.frames],
-                "stack": info.stack,
-            }
-            for info in snapshot.threads
-        ],
-        "tasks": [
-            {
-                "id": info.id,
-                "name": info.name,
-                "coro": info.coro,
-                "state": info.state,
-                "thread_ident": info.thread_ident,
-                "awaiting": info.awaiting,
-                "frames": [_frame_json(frame) for frame in info.frames],
-                "stack": info.stack,
-            }
-            for info in snapshot.tasks
-        ],
+        "kinds": list(snapshot.kinds),
     }
+    for name, records in snapshot.records:
+        document[name] = [info.to_json() for info in records]
     # compact: the indenting encoder is pure Python, and slow; never NaN or Infinity, which are not JSON
     return json.dumps(document, separators=(",", ":"), allow_nan=False)
 
@@ -346,19 +340,34 @@ def _field(record: Any, key: str, kinds: Tuple[type, ...], where: str, signed: b
     return value
 
 
-def _frames_from_json(record: Any, where: str) -> Tuple[Frame, ...]:
-    frames = []
-    for index, frame in enumerate(_field(record, "frames", (list,), where)):
-        at = f"{where}.frames[{index}]"
-        frames.append(
-            Frame(
-                _field(frame, "filename", (str,), at),
-                _field(frame, "lineno", _INT, at),
-                _field(frame, "function", (str,), at),
-                _field(frame, "line", (str,), at),
+class _RecordFields:
+    """The :class:`~leakcheck.kinds.base.JsonFields` of one record; errors name it (``threads[3]``)."""
+
+    __slots__ = ("_record", "_where")
+
+    def __init__(self, record: Any, where: str) -> None:
+        self._record = record
+        self._where = where
+
+    def field(self, key: str, types: Tuple[type, ...], signed: bool = False) -> Any:
+        return _field(self._record, key, types, self._where, signed)
+
+    def frames(self) -> Tuple[Frame, ...]:
+        frames = []
+        for index, frame in enumerate(self.field("frames", (list,))):
+            at = f"{self._where}.frames[{index}]"
+            frames.append(
+                Frame(
+                    _field(frame, "filename", (str,), at),
+                    _field(frame, "lineno", _INT, at),
+                    _field(frame, "function", (str,), at),
+                    _field(frame, "line", (str,), at),
+                )
             )
-        )
-    return tuple(frames)
+        return tuple(frames)
+
+    def error(self, message: str) -> ValueError:
+        return ValueError(f"not a leakcheck snapshot: {self._where}: {message}")
 
 
 def _no_constant(name: str) -> _OutOfRange:
@@ -378,43 +387,26 @@ def from_json(text: Union[str, bytes]) -> Snapshot:
     if not isinstance(document, dict) or document.get("format") != JSON_FORMAT:
         raise ValueError(f'not a leakcheck snapshot: no "format": "{JSON_FORMAT}" in the document')
     version = document.get("version")
-    if type(version) is not int or version != JSON_VERSION:  # not True, nor 1.0
+    if type(version) is not int or version not in (1, JSON_VERSION):  # not True, nor 1.0
         shown = version.text if isinstance(version, _OutOfRange) else repr(version)
         raise ValueError(f"unsupported leakcheck snapshot version {shown}")
-    threads = []
-    for index, record in enumerate(_field(document, "threads", (list,), "snapshot")):
-        where = f"threads[{index}]"
-        frames = _frames_from_json(record, where)
-        threads.append(
-            ThreadInfo(
-                ident=_field(record, "ident", _INT, where),
-                native_id=_field(record, "native_id", _OPTIONAL_INT, where),
-                name=_field(record, "name", (str,), where),
-                daemon=_field(record, "daemon", (bool,), where),
-                frames=frames,
-                stack=format_frames(frames),
-            )
-        )
-    tasks = []
-    for index, record in enumerate(_field(document, "tasks", (list,), "snapshot")):
-        where = f"tasks[{index}]"
-        frames = _frames_from_json(record, where)
-        awaiting = _field(record, "awaiting", (str,), where)
-        tasks.append(
-            TaskInfo(
-                id=_field(record, "id", _INT, where),
-                name=_field(record, "name", (str,), where),
-                coro=_field(record, "coro", (str,), where),
-                state=_field(record, "state", (str,), where),
-                thread_ident=_field(record, "thread_ident", _OPTIONAL_INT, where),
-                frames=frames,
-                awaiting=awaiting,
-                stack=task_stack(frames, awaiting),
-            )
+    if version == 1:
+        names: Any = ["threads", "tasks"]
+    else:
+        names = _field(document, "kinds", (list,), "snapshot")
+    registered = kinds()
+    records: Dict[str, Tuple[InfoRecord, ...]] = {}
+    for name in names:
+        kind = registered.get(name) if isinstance(name, str) else None
+        if kind is None or name in records:
+            shown = name if isinstance(name, str) and len(name) <= 40 else type(name).__name__
+            raise ValueError(f"not a leakcheck snapshot: unknown or repeated kind {shown!r}")
+        records[name] = tuple(
+            kind.info_type.from_json(_RecordFields(record, f"{name}[{index}]"))
+            for index, record in enumerate(_field(document, name, (list,), "snapshot"))
         )
     return Snapshot(
-        threads=tuple(threads),
-        tasks=tuple(tasks),
+        records=records,
         pid=_field(document, "pid", _INT, "snapshot", signed=True),
         taken_at=float(_field(document, "taken_at", _NUMBER, "snapshot")),  # an int of 20 digits at most: no overflow
     )

@@ -10,10 +10,15 @@ from __future__ import annotations
 import os
 import re
 from functools import lru_cache
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ..kinds.stack_top import is_wrapper_frame, top_frame, waits_for_work
-from ..records import Frame, Info, TaskInfo, ThreadInfo, _Record, describe_block, shown
+from ..kinds.base import InfoRecord
+from ..kinds.stack_top import is_wrapper_frame, top_frame
+from ..records import ByKind, Frame, _ByKind, by_kind, describe_block, shown
+
+if TYPE_CHECKING:
+    from ..kinds.tasks import TaskInfo
+    from ..kinds.threads import ThreadInfo
 
 
 @lru_cache(maxsize=1)
@@ -33,7 +38,7 @@ def _is_library_frame(frame: Frame) -> bool:
     return filename.startswith(_library_dirs()) and "site-packages" not in filename
 
 
-def culprit(info: Info) -> Optional[Frame]:
+def culprit(info: InfoRecord) -> Optional[Frame]:
     """The frame to blame: the innermost one outside the standard library, leakcheck and
     test tools' wrappers; where there is none, the top function (see ``_stack_top``)."""
     for frame in reversed(info.frames):
@@ -42,7 +47,7 @@ def culprit(info: Info) -> Optional[Frame]:
     return top_frame(info.frames)
 
 
-def summary_line(info: Info) -> str:
+def summary_line(info: InfoRecord) -> str:
     """``thread 'name' in function (file:line)``, every part escaped like the stacks (``_model.shown``)."""
     frame = culprit(info)
     where = f" in {shown(frame.function)} ({shown(frame.filename)}:{frame.lineno})" if frame else ""
@@ -68,36 +73,37 @@ _DEFAULT_NAME = re.compile(r"(Thread|Dummy|Task|asyncio)-\d+( \(.*\))?|ThreadPoo
 _REGEX_SPECIAL = re.compile(r"[.^$*+?{}\[\]\\|()]")  # re.escape() also escapes "-" and spaces, which read badly
 
 
-def _groups(infos: Tuple[Info, ...]) -> List[List[Info]]:
+def _groups(infos: Tuple[InfoRecord, ...]) -> List[List[InfoRecord]]:
     """Leaks with identical stacks (and of one kind) together, in the order of their first member."""
-    groups: Dict[Tuple[str, str], List[Info]] = {}
+    groups: Dict[Tuple[str, str], List[InfoRecord]] = {}
     for info in infos:
         groups.setdefault((info.kind, info.stack), []).append(info)
     return list(groups.values())
 
 
-def _names(group: List[Info]) -> str:
+def _names(group: List[InfoRecord]) -> str:
     names = ", ".join(shown_name(info.name) for info in group[:_GROUP_NAMES_SHOWN])
     hidden = len(group) - _GROUP_NAMES_SHOWN
     return names + (f" and {hidden} more" if hidden > 0 else "")
 
 
-def _summary(group: List[Info]) -> str:
+def _summary(group: List[InfoRecord]) -> str:
     if len(group) == 1:
         return summary_line(group[0])
     frame = culprit(group[0])
     where = f" in {shown(frame.function)} ({shown(frame.filename)}:{frame.lineno})" if frame else ""
-    return f"{_plural(len(group), group[0].kind)} {_names(group)}{where}"
+    return f"{len(group)} {group[0].plural} {_names(group)}{where}"
 
 
-def _block(group: List[Info]) -> str:
+def _block(group: List[InfoRecord]) -> str:
     block = describe_block(group[0])
     if len(group) == 1:
         return block
-    return f"{len(group)} {group[0].kind}s with this stack: {_names(group)}\n{block}"
+    alike = "with this stack" if group[0].frames else "like this"
+    return f"{len(group)} {group[0].plural} {alike}: {_names(group)}\n{block}"
 
 
-def _matcher_for(info: Info) -> Tuple[str, str]:
+def _matcher_for(info: InfoRecord) -> Tuple[str, str]:
     """The narrowest ignore rule for ``info``: its name when it has one of its own, else its top function."""
     top = top_frame(info.frames)
     if (_DEFAULT_NAME.fullmatch(info.name) is None and info.name.isprintable()) or top is None:
@@ -106,11 +112,11 @@ def _matcher_for(info: Info) -> Tuple[str, str]:
     return f"ignore_top_function({top.function!r})", f"top:{shown(top.function)}"
 
 
-def _hint(group: List[Info], held_by: Dict[int, str]) -> str:
+def _hint(group: List[InfoRecord], held_by: Dict[int, str]) -> str:
     info = group[0]
-    who = f"{info.kind} {shown_name(info.name)}" if len(group) == 1 else f"the {len(group)} {info.kind}s above"
+    who = f"{info.kind} {shown_name(info.name)}" if len(group) == 1 else f"the {len(group)} {info.plural} above"
     matcher, ini = _matcher_for(info)
-    holder = held_by.get(info.ident) if isinstance(info, ThreadInfo) else None
+    holder = held_by.get(getattr(info, "ident", None)) if info.kind == "thread" else None  # type: ignore[arg-type]
     if holder is not None:
         return (
             f"  * {who}: module global {shown(holder)} holds it, so it was started when its module was first\n"
@@ -118,14 +124,8 @@ def _hint(group: List[Info], held_by: Dict[int, str]) -> str:
             "    run, in conftest.py:\n"
             f"        leakcheck.ignore_globally(leakcheck.{matcher})"
         )
-    if isinstance(info, ThreadInfo) and waits_for_work(info):
-        fix = "shut its executor down before the block ends (executor.shutdown(wait=True), or `with executor:`)"
-    elif isinstance(info, ThreadInfo):
-        fix = "stop it and join() it before the block ends"
-    else:
-        fix = "cancel it and await it before the block ends (task.cancel(); await task), or use a TaskGroup"
     return (
-        f"  * {who}: {fix}.\n"
+        f"  * {who}: {info.advice}.\n"
         "    If it is meant to outlive the block, ignore it:\n"
         f"        no_leaks(ignore=[{matcher}])   or the marker's ignore=[...]\n"
         f"        leakcheck_ignore = {ini}   (pytest ini file)\n"
@@ -133,20 +133,22 @@ def _hint(group: List[Info], held_by: Dict[int, str]) -> str:
     )
 
 
-class LeakReport(_Record):
+class LeakReport(_ByKind):
     """What one check found; falsy when nothing leaked.
 
+    ``report.threads`` and ``report.tasks`` are the leaked threads and tasks;
+    ``report.of(kind)`` gives any kind's leaks, ``report.leaks`` all of them.
     Holds only plain data, never a frame, thread or task, so keeping a report
     does not keep the leaked code's locals alive.
     """
 
-    _compared = ("threads", "tasks", "forbidden", "forbid", "waited", "timeout", "held_by")
+    _compared = ("records", "forbidden", "forbid", "waited", "timeout", "held_by")
     __slots__ = _compared
     _shown = _compared[:-1]
 
-    threads: Tuple[ThreadInfo, ...]
-    tasks: Tuple[TaskInfo, ...]
-    forbidden: Tuple[Info, ...]
+    records: ByKind
+    """The leaks of every kind that leaked, in the registry's order; see :meth:`of`."""
+    forbidden: Tuple[InfoRecord, ...]
     """Live stacks matching a ``forbid`` keyword, leaked or not."""
     forbid: Tuple[str, ...]
     """The ``forbid`` keywords, as text, for the report."""
@@ -158,17 +160,19 @@ class LeakReport(_Record):
 
     def __init__(
         self,
-        threads: Tuple[ThreadInfo, ...] = (),
-        tasks: Tuple[TaskInfo, ...] = (),
-        forbidden: Tuple[Info, ...] = (),
+        threads: Optional[Sequence[ThreadInfo]] = None,
+        tasks: Optional[Sequence[TaskInfo]] = None,
+        forbidden: Tuple[InfoRecord, ...] = (),
         forbid: Tuple[str, ...] = (),
         waited: float = 0.0,
         timeout: float = 0.0,
         held_by: Tuple[Tuple[int, str], ...] = (),
+        *,
+        records: Union[ByKind, Mapping[str, Sequence[InfoRecord]], None] = None,
     ) -> None:
+        """``records`` by kind; ``threads`` and ``tasks`` are shorthands for those two kinds."""
         self._init(
-            threads=threads,
-            tasks=tasks,
+            records=by_kind(records if records is not None else {}, threads, tasks),
             forbidden=forbidden,
             forbid=forbid,
             waited=waited,
@@ -177,21 +181,21 @@ class LeakReport(_Record):
         )
 
     def __bool__(self) -> bool:
-        return bool(self.threads or self.tasks or self.forbidden)
+        return bool(self.forbidden) or any(records for _, records in self.records)
 
     @property
-    def leaks(self) -> Tuple[Info, ...]:
-        """Every leaked thread and task, threads first."""
-        return (*self.threads, *self.tasks)
+    def leaks(self) -> Tuple[InfoRecord, ...]:
+        """Every leak, by kind in the registry's order: threads first, then tasks, then the others."""
+        return tuple(info for _, records in self.records for info in records)
 
     def __str__(self) -> str:
         if not self:
             return "leakcheck: no leaks"
-        counts = []
-        if self.threads:
-            counts.append(_plural(len(self.threads), "leaked thread"))
-        if self.tasks:
-            counts.append(_plural(len(self.tasks), "leaked task"))
+        counts = [
+            f"{len(records)} leaked {records[0].kind if len(records) == 1 else records[0].plural}"
+            for _, records in self.records
+            if records
+        ]
         if self.forbidden:
             counts.append(_plural(len(self.forbidden), "stack") + f" matching {', '.join(self.forbid)}")
         groups = _groups(self.leaks)
@@ -199,7 +203,8 @@ class LeakReport(_Record):
         lines.extend(f"  - {_summary(group)}" for group in groups)
         lines.extend(f"  - forbidden: {summary_line(info)}" for info in self.forbidden)
         blocks = [_block(group) for group in groups]
-        blocks.extend(describe_block(info) for info in self.forbidden if info not in self.leaks)
+        leaks = self.leaks
+        blocks.extend(describe_block(info) for info in self.forbidden if info not in leaks)
         text = "\n".join(lines) + "\n\n" + "\n".join(blocks)
         if groups:
             held_by = dict(self.held_by)

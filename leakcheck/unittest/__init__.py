@@ -42,7 +42,7 @@ class LeakCheckResult(unittest.TextTestResult):
         self._failed = None
         super().startTest(test)
         if isinstance(test, unittest.TestCase):
-            from ..integrations.unittest import (  # brings asyncio, for IsolatedAsyncioTestCase
+            from ..engine.testcase import (  # brings asyncio, for IsolatedAsyncioTestCase
                 checks_itself,
                 start_test_check,
             )
@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     import argparse
 
     from .. import __version__
-    from ..engine.options import KINDS
+    from ..kinds.registry import default_kinds, flag_kinds
 
     parser = argparse.ArgumentParser(
         prog=_PROG,
@@ -85,7 +85,13 @@ def _parser() -> argparse.ArgumentParser:
         "Takes the arguments of python -m unittest (below), and these:",
     )
     parser.add_argument("--leakcheck-timeout", metavar="SECONDS", help="grace period (default 1.0)")
-    parser.add_argument("--leakcheck-kinds", metavar="KINDS", help=f"what to check: {','.join(KINDS)} (default: all)")
+    parser.add_argument(
+        "--kinds",
+        "--leakcheck-kinds",
+        dest="leakcheck_kinds",
+        metavar="KINDS",
+        help=f"what to check, comma-separated: {','.join(flag_kinds())} (default: {','.join(default_kinds())})",
+    )
     parser.add_argument("--version", action="version", version=f"leakcheck {__version__}")
     return parser
 
@@ -101,13 +107,13 @@ def _split_arguments(argv: Sequence[str]) -> Tuple[LeakCheck, List[str]]:
         if ours.leakcheck_timeout is not None:
             options["timeout"] = parse_seconds(ours.leakcheck_timeout, "--leakcheck-timeout")
         if ours.leakcheck_kinds is not None:
-            options.update(parse_kinds(ours.leakcheck_kinds, "--leakcheck-kinds"))
+            options.update(parse_kinds(ours.leakcheck_kinds, "--leakcheck-kinds (--kinds)"))
     except ValueError as error:
         parser.error(str(error))
     if "-h" in rest or "--help" in rest:
         parser.print_help()
         print()
-    return LeakCheck(make_options(**options)), rest
+    return LeakCheck(make_options(options)), rest
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Any:
