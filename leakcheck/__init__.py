@@ -25,17 +25,18 @@ from .engine.matching import (
 from .engine.snapshot import snapshot
 from .kinds.tasks import TaskInfo
 from .kinds.threads import ThreadInfo
-from .records import Frame, Snapshot
+from .records import Frame
 from .reporting.report import LeakError, LeakReport, LeakWarning
+from .reporting.snapshot import Snapshot
 
 if TYPE_CHECKING:
     from .engine.options import UnknownOption
     from .integrations.pytest_plugin import LeakCheckFixture
+    from .integrations.unittest import AsyncLeakCheckTestCase, LeakCheckTestCase
     from .kinds.fds import FdInfo
     from .kinds.os_threads import OsThreadInfo
     from .kinds.probes import Probe, ProbeInfo
     from .kinds.processes import ProcessInfo
-    from .integrations.unittest import AsyncLeakCheckTestCase, LeakCheckTestCase
     from .remote.agent import start_agent
     from .remote.client import RemoteError, fetch_snapshot
     from .remote.server import StackServer, serve_stacks

@@ -12,7 +12,7 @@ from __future__ import annotations
 # sessions the first to import concurrent.futures.thread, a later session would
 # run its pool workers with the dropped module's _worker while leakcheck sees a
 # fresh module, and could no longer tell idle pool workers apart (see
-# leakcheck.kinds.threads.executor_of).  Importing it here keeps one module for all.
+# leakcheck.kinds.thread_pools.executor_of).  Importing it here keeps one module for all.
 import concurrent.futures.thread  # noqa: F401
 import fnmatch
 import subprocess

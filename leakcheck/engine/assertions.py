@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
 
-from ..kinds.base import InfoRecord
+from ..kinds.base import InfoRecord, describe_block
 from ..kinds.registry import kinds
-from ..records import Snapshot, describe_block
 from ..reporting.report import LeakError, LeakReport
+from ..reporting.snapshot import Snapshot
 from .matching import StackPattern, StackPatterns, validate_patterns
 from .options import check_timeout
 from .stacks import live_described, matching_stacks, stack_kinds, stacks_gone

@@ -6,15 +6,15 @@ import contextvars
 import functools
 import inspect
 import logging
-import sys
 import threading
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, ParamSpec, Tuple, Type, TypeVar, Union, overload
 
-from ..records import Snapshot
 from ..reporting.report import LeakReport
+from ..reporting.snapshot import Snapshot
 from .compare import check_steps
 from .options import FIND_OPTION_NAMES, FindOptions, NoLeaksOptions, Options, make_options
+from .self_checked import mark_self_checked
 from .wait import run_blocking
 from .window import Window
 
@@ -192,7 +192,7 @@ def decorate(check: LeakCheck, target: Any) -> Any:
     if isinstance(target, type):
         from .testcase import decorate_testcase
 
-        return decorate_testcase(target, check)
+        return decorate_testcase(target, check.options)
     if not callable(target):
         raise TypeError(f"no_leaks decorates functions, coroutine functions and TestCase classes, not {target!r}")
     if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
@@ -216,7 +216,7 @@ def decorate(check: LeakCheck, target: Any) -> Any:
                 raise leak
             return result
 
-        return _mark_self_checked(checked_coroutine)
+        return mark_self_checked(checked_coroutine)
 
     @functools.wraps(target)
     def checked(*args: Any, **kwargs: Any) -> Any:
@@ -231,34 +231,7 @@ def decorate(check: LeakCheck, target: Any) -> Any:
             raise leak
         return result
 
-    return _mark_self_checked(checked)
-
-
-_marked_a_function = False
-
-
-def _mark_self_checked(function: F) -> F:
-    global _marked_a_function
-    function._leakcheck_self_checked = True  # type: ignore[attr-defined]
-    _marked_a_function = True
-    return function
-
-
-def may_have_self_checked_tests() -> bool:
-    """Whether any test could be self-checked: lets runners skip looking at every test when none is.
-
-    Functions are marked by :func:`no_leaks` above; classes only by ``leakcheck.engine.testcase``.
-    """
-    return _marked_a_function or "leakcheck.engine.testcase" in sys.modules
-
-
-def is_self_checked(target: object) -> bool:
-    """Whether ``target`` (a function or class) runs its own check: ``@no_leaks`` or a LeakCheck base class.
-
-    Runners that check every test leave such tests to their own check, with
-    their own options, instead of checking them twice.
-    """
-    return bool(getattr(target, "_leakcheck_self_checked", False))
+    return mark_self_checked(checked)
 
 
 @overload

@@ -27,7 +27,7 @@ from typing import Any, Dict, FrozenSet, List, Sequence, Tuple
 
 from ..kinds.base import Census, InfoRecord, Kind
 from ..reporting.report import LeakReport
-from .matching import MatcherLike, global_matchers, is_ignored
+from .matching import MatcherLike, builtin_ignores, global_matchers, is_ignored
 from .options import Options
 from .stacks import stacks_gone
 from .wait import Steps, Wait, backoff_deadlines
@@ -144,7 +144,7 @@ def check_steps(before: Census, options: Options) -> Steps[LeakReport]:
     if not suspects and not options.forbid:
         return _clean_report(options.timeout)
 
-    common: List[MatcherLike] = [*options.ignore, *global_matchers()]
+    common: List[MatcherLike] = [*options.ignore, *global_matchers(), *builtin_ignores()]
     matchers: Dict[Kind, Sequence[MatcherLike]] = {}
     polling = False
     for kind in suspects:

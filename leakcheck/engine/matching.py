@@ -12,9 +12,8 @@ import threading
 from collections.abc import Iterable
 from typing import Callable, List, Pattern, Tuple, Union
 
-from ..kinds.base import InfoRecord
+from ..kinds.base import InfoRecord, describe_block
 from ..kinds.stack_top import top_frame
-from ..records import describe_block
 
 StackPattern = Union[str, Pattern[str]]
 """A keyword: a ``str`` is a substring, a compiled pattern is searched."""

@@ -14,10 +14,10 @@ from __future__ import annotations
 import math
 import numbers
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 from ..kinds.base import Kind
-from ..kinds.registry import KIND_NAMES, KindOptions, flag_kinds, kinds
+from ..kinds.registry import DEFAULT_KINDS, KIND_NAMES, KindOptions, flag_kinds, kind
 from .matching import MatcherLike, StackPattern, StackPatterns, validate_matchers, validate_patterns
 
 if TYPE_CHECKING:
@@ -118,12 +118,13 @@ NOTHING_CHECKED = (
 
 def configure_kinds(values: Mapping[str, object]) -> Tuple[Kind, ...]:
     """The kinds to check for these kind options (the others at their defaults), validated."""
-    configured = []
-    for name, kind in kinds().items():
-        on = kind.configure(values[name]) if name in values else (kind if kind.default else None)
-        if on is not None:
-            configured.append(on)
-    return tuple(configured)
+    configured: List[Optional[Kind]] = []
+    for name in KIND_NAMES:
+        if name in values:
+            configured.append(kind(name).configure(values[name]))
+        elif name in DEFAULT_KINDS:
+            configured.append(kind(name))
+    return tuple(on for on in configured if on is not None)
 
 
 def make_options(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Tuple
 
 from ..kinds.base import Kind
 from ..kinds.registry import KIND_NAMES
-from ..records import Snapshot
+from ..reporting.snapshot import Snapshot
 from .compare import take_census
 from .options import configure_kinds
 

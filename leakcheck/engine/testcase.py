@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import functools
 import unittest
-from typing import TYPE_CHECKING, Any, List, Optional, TypeVar
+from typing import Any, List, Optional, TypeVar
 
 from ..reporting.report import LeakError
+from .options import Options
+from .self_checked import is_self_checked, mark_self_checked
 from .window import Window
-
-if TYPE_CHECKING:
-    from .check import LeakCheck
 
 T = TypeVar("T", bound=type)
 
@@ -78,13 +77,13 @@ def _is_skipped(case: unittest.TestCase) -> bool:
     return bool(getattr(type(case), "__unittest_skip__", False) or getattr(method, "__unittest_skip__", False))
 
 
-def start_test_check(case: unittest.TestCase, check: LeakCheck) -> None:
+def start_test_check(case: unittest.TestCase, options: Options) -> None:
     """Begin the checked window of one test; it ends after its last cleanup."""
     name = case._testMethodName
     if not (name.startswith("test") or name == "runTest") or _is_skipped(case):
         return
     # A warning names the test method (of the class: the block must not hold the test case).
-    block = check.start(getattr(type(case), name, None))
+    block = Window(options, getattr(type(case), name, None))
     if isinstance(case, unittest.IsolatedAsyncioTestCase):
         found: List[LeakError] = []
         case.addCleanup(_raise_found, case, found)  # cleanups run last in, first out: after the check
@@ -96,24 +95,22 @@ def start_test_check(case: unittest.TestCase, check: LeakCheck) -> None:
 
 def checks_itself(case: unittest.TestCase) -> bool:
     """Whether ``case`` runs its own leak check, through its class or its test method."""
-    from .check import is_self_checked
-
     return is_self_checked(type(case)) or is_self_checked(getattr(case, case._testMethodName, None))
 
 
-def decorate_testcase(cls: T, check: LeakCheck) -> T:
+def decorate_testcase(cls: T, options: Options) -> T:
     if not issubclass(cls, unittest.TestCase):
         raise TypeError(f"no_leaks decorates unittest.TestCase subclasses, not the class {cls.__qualname__}")
     original_run = cls.run
 
     def run(self: unittest.TestCase, result: Optional[unittest.TestResult] = None) -> Any:
-        start_test_check(self, check)
+        start_test_check(self, options)
         return original_run(self, result)
 
     run.__qualname__ = f"{cls.__qualname__}.run"
     run.__doc__ = original_run.__doc__
     cls.run = run  # type: ignore[method-assign]
-    cls._leakcheck_self_checked = True  # type: ignore[attr-defined]
+    mark_self_checked(cls)
     return cls
 
 

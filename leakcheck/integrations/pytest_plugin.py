@@ -26,10 +26,10 @@ from typing import Any, Dict, Generator, List, Optional, Sequence, Tuple, Union,
 import pytest
 
 from ..engine.assertions import assert_no_stack_match, assert_stack_match, find_stacks
-from ..engine.check import LeakCheck, is_self_checked, may_have_self_checked_tests
 from ..engine.compare import check_steps, started_since, take_census
 from ..engine.matching import MatcherLike, ignore_any_function, ignore_name, ignore_top_function, validate_matchers
 from ..engine.options import Options
+from ..engine.self_checked import is_self_checked, may_have_self_checked_tests
 from ..engine.snapshot import snapshot
 from ..engine.wait import run_blocking
 from ..engine.window import Location, Window, skips_check
@@ -402,7 +402,7 @@ class _AsyncCaseCheck:
         if window is not None:
             from ..engine.testcase import start_test_check
 
-            start_test_check(case, LeakCheck(window.task_options()))
+            start_test_check(case, window.task_options())
 
 
 def _is_async_case(item: pytest.Item) -> bool:

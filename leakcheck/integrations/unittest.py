@@ -16,6 +16,7 @@ import unittest
 from typing import Any, ClassVar, Dict, Optional, TypeVar
 
 from ..engine.check import LeakCheck, no_leaks
+from ..engine.self_checked import mark_self_checked
 from ..engine.testcase import start_test_check
 
 T = TypeVar("T", bound=type)
@@ -28,7 +29,6 @@ __tracebackhide__ = True
 
 
 class _LeakCheckMixin:
-    _leakcheck_self_checked: ClassVar[bool] = True
     leakcheck_options: ClassVar[Dict[str, Any]] = {}
     """Options for :func:`no_leaks`, checked when the class is defined."""
 
@@ -37,6 +37,7 @@ class _LeakCheckMixin:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._leakcheck = _check_for(cls)
+        mark_self_checked(cls)
 
 
 def _check_for(cls: type) -> LeakCheck:
@@ -55,7 +56,7 @@ class LeakCheckTestCase(_LeakCheckMixin, unittest.TestCase):
     """
 
     def run(self, result: Optional[unittest.TestResult] = None) -> Any:
-        start_test_check(self, type(self)._leakcheck)
+        start_test_check(self, type(self)._leakcheck.options)
         return super().run(result)
 
 
@@ -67,5 +68,5 @@ class AsyncLeakCheckTestCase(_LeakCheckMixin, unittest.IsolatedAsyncioTestCase):
     """
 
     def run(self, result: Optional[unittest.TestResult] = None) -> Any:
-        start_test_check(self, type(self)._leakcheck)
+        start_test_check(self, type(self)._leakcheck.options)
         return super().run(result)

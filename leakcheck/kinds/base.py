@@ -131,6 +131,11 @@ class InfoRecord(_Record):
         raise NotImplementedError
 
 
+def describe_block(info: InfoRecord) -> str:
+    """One dump block: the header line followed by the stack."""
+    return f"{info.header}\n{info.stack}"
+
+
 class Kind:
     """One kind of resource.  Subclasses set the class attributes and override the census methods.
 
@@ -140,12 +145,8 @@ class Kind:
     name: str = ""
     """The option that turns it on (``no_leaks(processes=True)``), its key in dumps, JSON and reports."""
     info_type: Type[InfoRecord] = InfoRecord
-    default: bool = False
-    """Whether a check covers it unless told otherwise."""
     has_stacks: bool = False
     """Whether ``forbid=`` and the keyword assertions look at its stacks."""
-    flag: bool = True
-    """Whether the option is ``True``/``False`` (and so a value of ``--leakcheck-kinds``)."""
 
     # -- the option
 

@@ -104,7 +104,7 @@ class ProbeInfo(InfoRecord):
 
     @classmethod
     def from_text(
-        cls, header: "re.Match[str]", frames: Tuple[Frame, ...], details: List[str], fields: TextFields
+        cls, header: re.Match[str], frames: Tuple[Frame, ...], details: List[str], fields: TextFields
     ) -> ProbeInfo:
         if frames or len(details) != 1 or not details[0].startswith(_DESCRIPTION):
             raise fields.error("a probe's resource has one line: '  Description ...'")
@@ -144,7 +144,6 @@ class ProbesKind(Kind):
 
     name = "probes"
     info_type = ProbeInfo
-    flag = False
 
     def configure(self, value: object) -> Optional[Kind]:
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
@@ -169,7 +168,6 @@ class _BoundProbes(Kind):
 
     name = "probes"
     info_type = ProbeInfo
-    flag = False
 
     def __init__(self, probes: Tuple[Probe, ...]) -> None:
         self._probes = probes

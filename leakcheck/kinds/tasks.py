@@ -236,7 +236,6 @@ class TaskKind(Kind):
 
     name = "tasks"
     info_type = TaskInfo
-    default = True
     has_stacks = True
 
     # Bound directly, not wrapped: checks call these for every test of a run.
@@ -300,19 +299,10 @@ class TaskKind(Kind):
         # keep them, so one collection frees them.
         return is_on_closed_loop(obj)
 
-    def extra_ignores(self, suspects: Sequence[Any]) -> Tuple[List[Any], bool]:
-        return list(_builtin_ignores()), False
-
     def cancel(self, objs: Sequence[Any]) -> bool:
         for task in objs:
             cancel(task)
         return bool(objs)
-
-
-def _builtin_ignores() -> Sequence[Any]:
-    from ..engine.matching import builtin_ignores
-
-    return builtin_ignores()
 
 
 class LoopTaskKind(TaskKind):

@@ -23,16 +23,31 @@ from __future__ import annotations
 
 import gc
 import sys
+import threading
 import types
+import weakref
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set
 
 from . import asyncio_compat as compat
 from .base import InfoRecord
 from .stack_top import top_frame, waits_for_work
 from .tasks import drivable_loops
-from .threads import ThreadInfo, executor_of
 
 _REACH = 3  # steps from a module global to a pool's worker object: global -> pool -> dict -> worker
+
+
+def executor_of(thread: threading.Thread) -> Optional[Any]:
+    """The live ``ThreadPoolExecutor`` that ``thread`` is a worker of, or ``None``.
+
+    A worker runs ``concurrent.futures.thread._worker`` with a weak reference
+    to its executor as first argument; ``Thread`` keeps both while it runs.
+    """
+    futures_thread = sys.modules.get("concurrent.futures.thread")
+    if futures_thread is None or getattr(thread, "_target", None) is not getattr(futures_thread, "_worker", ()):
+        return None
+    args = getattr(thread, "_args", ())
+    reference = args[0] if isinstance(args, tuple) and args else None
+    return reference() if isinstance(reference, weakref.ref) else None
 
 
 class IdlePoolWorker:
@@ -47,11 +62,12 @@ class IdlePoolWorker:
         return thread.ident in self._executor_workers or thread.ident in self._loops
 
     def __call__(self, info: InfoRecord) -> bool:
-        if not isinstance(info, ThreadInfo):
+        ident = getattr(info, "ident", None) if info.kind == "thread" else None
+        if ident is None:
             return False
-        if info.ident in self._executor_workers:
+        if ident in self._executor_workers:
             return waits_for_work(info)
-        loop = self._loops.get(info.ident)
+        loop = self._loops.get(ident)
         top = top_frame(info.frames)
         return loop is not None and top is not None and top.function == loop
 

@@ -154,26 +154,11 @@ def live_threads() -> List[threading.Thread]:
     return [*active.values()]  # not list(): calling the type costs more than the copy
 
 
-def executor_of(thread: threading.Thread) -> Optional[Any]:
-    """The live ``ThreadPoolExecutor`` that ``thread`` is a worker of, or ``None``.
-
-    A worker runs ``concurrent.futures.thread._worker`` with a weak reference
-    to its executor as first argument; ``Thread`` keeps both while it runs.
-    """
-    futures_thread = sys.modules.get("concurrent.futures.thread")
-    if futures_thread is None or getattr(thread, "_target", None) is not getattr(futures_thread, "_worker", ()):
-        return None
-    args = getattr(thread, "_args", ())
-    reference = args[0] if isinstance(args, tuple) and args else None
-    return reference() if isinstance(reference, weakref.ref) else None
-
-
 class ThreadKind(Kind):
     """Every ``threading.Thread``, including the dummy ones of threads ``threading`` did not start."""
 
     name = "threads"
     info_type = ThreadInfo
-    default = True
     has_stacks = True
 
     def census(self) -> FrozenSet[Hashable]:

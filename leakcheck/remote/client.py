@@ -12,7 +12,7 @@ from typing import Dict, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from ..engine.options import check_timeout
-from ..records import Snapshot
+from ..reporting.snapshot import Snapshot
 from .endpoint import check_token
 from .http import MAX_BODY, Deadline, get
 

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl
 
 from ..engine.matching import validate_patterns
 from ..engine.snapshot import snapshot
-from ..records import Snapshot
+from ..reporting.snapshot import Snapshot
 
 MAX_QUERY = 4096
 """Longest query string served, in characters."""

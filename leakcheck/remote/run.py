@@ -25,10 +25,10 @@ from typing import List, Optional, Sequence
 
 from ..engine.snapshot import snapshot
 from ..engine.wait import backoff_deadlines
-from ..kinds.base import InfoRecord
+from ..kinds.base import InfoRecord, describe_block
 from ..kinds.stack_top import waits_for_work
-from ..kinds.threads import ThreadKind, executor_of, live_threads
-from ..records import describe_block
+from ..kinds.thread_pools import executor_of
+from ..kinds.threads import ThreadKind, live_threads
 
 
 def _blockers() -> List[threading.Thread]:

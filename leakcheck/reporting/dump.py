@@ -42,8 +42,9 @@ import re
 from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
 from ..kinds.base import InfoRecord
-from ..kinds.registry import kinds
-from ..records import ESCAPED, Frame, Snapshot
+from ..kinds.registry import kind, kinds
+from ..records import ESCAPED, Frame
+from .snapshot import Snapshot
 
 JSON_FORMAT = "leakcheck-snapshot"
 JSON_VERSION = 2
@@ -78,8 +79,7 @@ def _count(count: int, info_type: Type[InfoRecord]) -> str:
 
 def format_dump(snapshot: Snapshot) -> str:
     """The text dump of ``snapshot``; :func:`parse_dump` reads it back."""
-    registered = kinds()
-    counts = ", ".join(_count(len(records), registered[name].info_type) for name, records in snapshot.records)
+    counts = ", ".join(_count(len(records), kind(name).info_type) for name, records in snapshot.records)
     head = f"leakcheck snapshot of pid {snapshot.pid} (taken at {snapshot.taken_at!r}): {counts}\n\n"
     return head + "\n".join(f"{info.header}\n{info.stack}" for _, records in snapshot.records for info in records)
 
@@ -212,8 +212,8 @@ def _by_header_word() -> Dict[str, Type[InfoRecord]]:
 def _by_noun() -> Dict[str, str]:
     """Kind names by the nouns of a dump's head: ``"1 thread"``, ``"2 fds"``."""
     nouns = {}
-    for name, kind in kinds().items():
-        nouns[kind.info_type.kind] = nouns[kind.info_type.plural] = name
+    for name, found in kinds().items():
+        nouns[found.info_type.kind] = nouns[found.info_type.plural] = name
     return nouns
 
 

@@ -12,9 +12,10 @@ import re
 from functools import lru_cache
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ..kinds.base import InfoRecord
+from ..kinds.base import InfoRecord, describe_block
 from ..kinds.stack_top import is_wrapper_frame, top_frame
-from ..records import ByKind, Frame, _ByKind, by_kind, describe_block, shown
+from ..records import Frame, shown
+from .snapshot import ByKind, ByKindRecord, by_kind
 
 if TYPE_CHECKING:
     from ..kinds.tasks import TaskInfo
@@ -133,7 +134,7 @@ def _hint(group: List[InfoRecord], held_by: Dict[int, str]) -> str:
     )
 
 
-class LeakReport(_ByKind):
+class LeakReport(ByKindRecord):
     """What one check found; falsy when nothing leaked.
 
     ``report.threads`` and ``report.tasks`` are the leaked threads and tasks;

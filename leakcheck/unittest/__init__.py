@@ -48,7 +48,7 @@ class LeakCheckResult(unittest.TextTestResult):
             )
 
             if not checks_itself(test):
-                start_test_check(test, self.check)
+                start_test_check(test, self.check.options)
 
     # A test that fails and then leaks is reported twice (its own failure, then the leak): the
     # text result would print its status line twice. The second is listed at the end, not printed.
