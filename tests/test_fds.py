@@ -13,6 +13,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
+import leakcheck
 from leakcheck.kinds import fds
 from leakcheck.kinds.fds import KIND, FdInfo, OpenFd
 from leakcheck.records import Frame
@@ -619,3 +620,23 @@ def test_no_leaks_refuses_fds_where_it_cannot_check(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(fds, "_DEV_FD", str(tmp_path / "no-dev-fd"))
     with pytest.raises(ValueError, match="fds=True cannot be checked"):
         no_leaks(fds=True)
+
+
+def test_the_stack_endpoints_own_descriptors_are_never_leaks() -> None:
+    """Like its helper thread, a stack server's sockets and selector are leakcheck's, not the block's."""
+    from urllib.request import urlopen
+
+    with leakcheck.no_leaks(fds=True, timeout=0.05):
+        server = leakcheck.serve_stacks(port=0)
+        with urlopen(server.url, timeout=30) as answer:  # noqa: S310 - our own local endpoint
+            assert b"leakcheck snapshot" in answer.read()
+    try:
+        own = [fd for fd in os.listdir("/proc/self/fd") if fds.is_own(int(fd))]
+        assert len(own) >= 3  # the listener, the wake-up pair, the selector
+    finally:
+        server.close()
+    with leakcheck.no_leaks(fds=True, timeout=0.05):  # and once closed, nothing of it stays marked as ours
+        server = leakcheck.serve_stacks(port=0)
+        server.close()
+    reused = [fd for fd in os.listdir("/proc/self/fd") if fds.is_own(int(fd))]
+    assert reused == [], reused

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import warnings
+from pathlib import Path
 from typing import Any, Iterator, List, Optional, Tuple
 
 import pytest
@@ -609,3 +610,40 @@ def test_snapshot_dump_and_json() -> None:
         assert leakcheck.Snapshot.from_json(snap.to_json()).of("processes") == snap.of("processes")
     finally:
         end(proc)
+
+
+MULTIPROCESSING_HELPERS = """
+import multiprocessing, sys
+from multiprocessing import resource_tracker
+import leakcheck
+
+def main():
+    assert resource_tracker._resource_tracker._pid is None
+    context = multiprocessing.get_context(sys.argv[1])
+    with leakcheck.no_leaks(processes=True, timeout=0.5):
+        worker = context.Process(target=int, name="short-worker")
+        worker.start()
+        worker.join()
+    helpers = [resource_tracker._resource_tracker._pid]
+    if sys.argv[1] == "forkserver":
+        from multiprocessing import forkserver
+        helpers.append(forkserver._forkserver._forkserver_pid)
+    assert all(isinstance(pid, int) for pid in helpers), helpers
+    print("clean, helpers started:", len(helpers))
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_multiprocessing_helper_processes_started_in_the_block_are_not_leaks(tmp_path: Path, method: str) -> None:
+    """The resource tracker and the forkserver live as long as the process: they are multiprocessing's, not the block's."""
+    script = tmp_path / "helpers.py"
+    script.write_text(MULTIPROCESSING_HELPERS)
+    proc = subprocess.run(
+        [sys.executable, str(script), method], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    expected = 2 if method == "forkserver" else 1
+    assert f"clean, helpers started: {expected}" in proc.stdout

@@ -412,7 +412,6 @@ class FdKind(Kind):
 
     name = "fds"
     info_type = FdInfo
-    default = False
     has_stacks = False
 
     def check_supported(self) -> None:

@@ -54,6 +54,7 @@ from typing import AbstractSet, Any, Dict, FrozenSet, Hashable, List, NamedTuple
 
 from ..records import LITERAL, Frame, shown, shown_field
 from .base import InfoRecord, JsonFields, Kind, TextFields, remaining
+from .fds import own_fd, release_fd
 from .frames import as_text, attribute, safely
 
 _PROC = "/proc"
@@ -377,7 +378,37 @@ def _pidfd(child: Child) -> Optional[int]:
     if _is_ours(child.pid, child.starttime) is None:
         os.close(fd)
         return None
+    own_fd(fd)  # a check with fds=True never counts it
     return fd
+
+
+def _close_pidfd(fd: int) -> None:
+    release_fd(fd)
+    os.close(fd)
+
+
+def _multiprocessing_helpers() -> FrozenSet[int]:
+    """The pids of ``multiprocessing``'s resource tracker and forkserver, if it started them.
+
+    Started on first use and kept for the life of the process, like a pool
+    made at import, they are never a leak of the block that first needed them.
+    """
+    pids = []
+    tracker = getattr(sys.modules.get("multiprocessing.resource_tracker"), "_resource_tracker", None)
+    pids.append(getattr(tracker, "_pid", None))
+    forkserver = getattr(sys.modules.get("multiprocessing.forkserver"), "_forkserver", None)
+    pids.append(getattr(forkserver, "_forkserver_pid", None))
+    return frozenset(pid for pid in pids if isinstance(pid, int))
+
+
+class _MultiprocessingHelper:
+    """Ignores ``multiprocessing``'s own helper processes (see :func:`_multiprocessing_helpers`)."""
+
+    def __init__(self, pids: FrozenSet[int]) -> None:
+        self._pids = pids
+
+    def __call__(self, info: InfoRecord) -> bool:
+        return isinstance(info, ProcessInfo) and info.pid in self._pids
 
 
 class ProcessKind(Kind):
@@ -385,7 +416,6 @@ class ProcessKind(Kind):
 
     name = "processes"
     info_type = ProcessInfo
-    default = False
     has_stacks = False
 
     def check_supported(self) -> None:
@@ -438,6 +468,12 @@ class ProcessKind(Kind):
             infos.append(ProcessInfo(child.pid, names.get(child.pid, comm), state, command or comm))
         return infos
 
+    def extra_ignores(self, suspects: Sequence[Any]) -> Tuple[List[Any], bool]:
+        helpers = _multiprocessing_helpers()
+        if not any(isinstance(child, Child) and child.pid in helpers for child in suspects):
+            return [], False
+        return [_MultiprocessingHelper(helpers)], False
+
     def wait(self, objs: Sequence[Any], deadline: float) -> None:
         """Block until every child in ``objs`` has exited and been reaped, or ``deadline``; never reaps one.
 
@@ -471,7 +507,7 @@ class ProcessKind(Kind):
                 if pending:
                     for fd, _ in poller.poll(min(int(timeout * 1000) + 1, _POLL_MS_CAP)):
                         poller.unregister(fd)
-                        os.close(fd)
+                        _close_pidfd(fd)
                         polled.append(pending.pop(fd))
                         delay = _FIRST_DELAY / 2  # it is probably being reaped right now: look again soon
                 else:
@@ -479,7 +515,7 @@ class ProcessKind(Kind):
                 delay = min(delay * 2, _DELAY_CAP)
         finally:
             for fd in pending:
-                os.close(fd)
+                _close_pidfd(fd)
 
 
 KIND = ProcessKind()

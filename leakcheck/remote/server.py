@@ -28,6 +28,7 @@ import weakref
 from types import TracebackType
 from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
+from ..kinds.fds import own_fd, release_fd
 from ..kinds.threads import start_helper
 from .endpoint import Response, answer_query, check_token, error, never_raising, refusal
 
@@ -138,6 +139,17 @@ def _send_short(connection: socket.socket, response: Response, method: str) -> N
             pass  # the client has gone
 
 
+def _close(resource: Any) -> None:
+    """Close a socket or selector of the server's, first giving up its descriptor as leakcheck's own."""
+    try:
+        fd = resource.fileno()
+    except (OSError, ValueError):  # closed already
+        fd = -1
+    if fd >= 0:
+        release_fd(fd)
+    resource.close()
+
+
 class StackServer:
     """The stack endpoint, served over HTTP from a daemon thread; see :func:`serve_stacks`.
 
@@ -157,10 +169,12 @@ class StackServer:
             made.append(self._selector)
             self._selector.register(listener, selectors.EVENT_READ)
             self._selector.register(self._wake_reader, selectors.EVENT_READ)
+            for resource in made:  # a check with fds=True never counts the endpoint's own descriptors
+                own_fd(resource.fileno())
             self._start(listener, token, url)
         except BaseException:
             for resource in made:
-                resource.close()
+                _close(resource)
             raise
 
     def _start(self, listener: socket.socket, token: Optional[bytes], url: str) -> None:
@@ -206,7 +220,7 @@ class StackServer:
             answering = [thread for thread in self._answering.values() if thread is not self._thread]
         if threading.current_thread() is not self._thread:
             self._thread.join(REQUEST_TIMEOUT)  # it only waits in select(), or answers itself within a deadline
-        self._wake_writer.close()
+        _close(self._wake_writer)
         for thread in answering:
             thread.join(REQUEST_TIMEOUT)
 
@@ -218,8 +232,8 @@ class StackServer:
         """
         inherited = [self._listener, self._wake_reader, self._wake_writer, *self._arriving, *self._answering]
         for sock in inherited:
-            sock.close()
-        self._selector.close()
+            _close(sock)
+        _close(self._selector)
 
     def __enter__(self) -> StackServer:
         return self
@@ -243,12 +257,12 @@ class StackServer:
                 self._drop_late()
                 self._resume_accepting()
         finally:
-            self._selector.close()
+            _close(self._selector)
             for arriving in self._arriving.values():
                 arriving.connection.close()
             self._arriving.clear()
-            self._listener.close()
-            self._wake_reader.close()
+            _close(self._listener)
+            _close(self._wake_reader)
 
     def _dispatch(self, arriving: Optional[_Arriving]) -> None:
         try:
