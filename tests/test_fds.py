@@ -16,6 +16,7 @@ import pytest
 import leakcheck
 from leakcheck.kinds import fds
 from leakcheck.kinds.fds import KIND, FdInfo, OpenFd
+from leakcheck.kinds.registry import DEFAULT_KINDS
 from leakcheck.records import Frame
 
 # -- helpers
@@ -114,7 +115,8 @@ def test_census_sees_a_new_open_file_and_not_once_closed(tmp_path: Path) -> None
         assert info == FdInfo(fd=f.fileno(), type="file", target=str(path), mode="r")
         assert info.header == f"FD {f.fileno()} (type=file) [open]:"
         assert info.stack == f"  Target: {path}\n  Mode: r\n"
-        assert info.name == f"fd {f.fileno()}"
+        assert info.name == str(path)  # what a report names it by, and what ignore_name() matches
+        assert info.detail == f"fd {f.fileno()}"
     assert new_infos(before) == []
 
 
@@ -396,7 +398,7 @@ def test_record_fields_json_and_text_round_trip(tmp_path: Path) -> None:
         info.fd = 8
     assert FdInfo.kind == "file descriptor" and FdInfo.header_word == "FD"
     assert KIND.name == "fds" and KIND.info_type is FdInfo
-    assert not KIND.default and not KIND.has_stacks
+    assert "fds" not in DEFAULT_KINDS and not KIND.has_stacks
 
 
 def test_hostile_path_is_escaped_and_reads_back(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import pytest
 import leakcheck
 from leakcheck.kinds import processes
 from leakcheck.kinds.processes import KIND, ZOMBIE, Child, ProcessInfo
+from leakcheck.kinds.registry import DEFAULT_KINDS
 
 # A child that says it has started, runs until its stdin closes, then exits with status 3.
 WAITER = "import sys; print('ready', flush=True); sys.stdin.read(); sys.exit(3)"
@@ -505,7 +506,7 @@ def test_header_matches_in_linear_time() -> None:
 def test_the_kind_as_registered() -> None:
     assert KIND.name == "processes"
     assert KIND.info_type is ProcessInfo
-    assert KIND.default is False and KIND.has_stacks is False
+    assert "processes" not in DEFAULT_KINDS and KIND.has_stacks is False
     assert ProcessInfo.kind == "process" and ProcessInfo.plural == "processes"
     assert ProcessInfo.header_word == "Process"
     assert KIND.configure(True) is KIND

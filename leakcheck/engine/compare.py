@@ -144,11 +144,12 @@ def check_steps(before: Census, options: Options) -> Steps[LeakReport]:
     if not suspects and not options.forbid:
         return _clean_report(options.timeout)
 
-    common: List[MatcherLike] = [*options.ignore, *global_matchers(), *builtin_ignores()]
+    common: List[MatcherLike] = [*options.ignore, *global_matchers()]
     matchers: Dict[Kind, Sequence[MatcherLike]] = {}
     polling = False
     for kind in suspects:
         extra, polls = kind.extra_ignores(suspects[kind])
+        extra = [*builtin_ignores(kind.info_type.kind), *extra]
         matchers[kind] = [*common, *extra] if extra else common
         polling = polling or polls
     for kind in list(suspects):  # a kind with no rule is not described before its grace period

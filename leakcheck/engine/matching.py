@@ -65,6 +65,9 @@ class _AnyFunctionMatcher(_TopFunctionMatcher):
 class _TaskCoroutineMatcher(Matcher):
     """A task whose own coroutine (the outermost frame of its await chain) runs ``qualname``."""
 
+    applies_to = "task"
+    """The record noun it can match: a check of another kind skips it, and needs no description for it."""
+
     def __init__(self, qualname: str) -> None:
         self._qualname = qualname
 
@@ -229,9 +232,11 @@ def global_matchers() -> Tuple[MatcherLike, ...]:
         return tuple(_global_matchers)
 
 
-def builtin_ignores() -> Tuple[MatcherLike, ...]:
-    """:data:`BUILTIN_IGNORES` unless turned off: every check applies them to tasks."""
-    return BUILTIN_IGNORES if _builtin_enabled else ()
+def builtin_ignores(noun: str) -> Tuple[MatcherLike, ...]:
+    """The :data:`BUILTIN_IGNORES` for records of the kind ``noun`` (``"task"``), unless turned off."""
+    if not _builtin_enabled:
+        return ()
+    return tuple(matcher for matcher in BUILTIN_IGNORES if getattr(matcher, "applies_to", noun) == noun)
 
 
 def is_ignored(info: InfoRecord, matchers: Iterable[MatcherLike]) -> bool:

@@ -107,6 +107,11 @@ class InfoRecord(_Record):
         raise NotImplementedError
 
     @property
+    def detail(self) -> str:
+        """What a report's summary line adds when the record has no frame to blame: ``"pid 1234: sleep 60"``."""
+        return ""
+
+    @property
     def advice(self) -> str:
         """What a report tells the user to do about this leak, as one sentence without a full stop."""
         raise NotImplementedError

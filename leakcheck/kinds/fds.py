@@ -204,13 +204,18 @@ class FdInfo(InfoRecord):
     mode: str
     """How a file or device is open: ``"r"``, ``"w"``, ``"r+"``, ``"a"``, ``"a+"`` or ``"path"``; else ``""``."""
     name: str
+    """The target: what a report names it by, and what ``ignore_name`` matches (``"^/var/log/"``)."""
     frames: Tuple[Frame, ...]
     stack: str
 
     def __init__(self, fd: int, type: str, target: str, mode: str = "") -> None:
         if type not in _TYPES:
             raise ValueError(f"type must be one of {', '.join(_TYPES)}, not {type!r}")
-        self._init(fd=fd, type=type, target=target, mode=mode, name=f"fd {fd}", frames=(), stack=fd_stack(target, mode))
+        self._init(fd=fd, type=type, target=target, mode=mode, name=target, frames=(), stack=fd_stack(target, mode))
+
+    @property
+    def detail(self) -> str:
+        return f"fd {self.fd}"
 
     @property
     def header(self) -> str:

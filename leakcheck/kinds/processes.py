@@ -54,7 +54,6 @@ from typing import AbstractSet, Any, Dict, FrozenSet, Hashable, List, NamedTuple
 
 from ..records import LITERAL, Frame, shown, shown_field
 from .base import InfoRecord, JsonFields, Kind, TextFields, remaining
-from .fds import own_fd, release_fd
 from .frames import as_text, attribute, safely
 
 _PROC = "/proc"
@@ -93,6 +92,9 @@ Token = Tuple[int, int]
 """A child's identity: ``(pid, starttime)``."""
 
 
+_DETAIL_COMMAND = 100  # characters of the command line a report's summary line shows
+
+
 class ProcessInfo(InfoRecord):
     """A child process as it was when it was captured."""
 
@@ -125,6 +127,11 @@ class ProcessInfo(InfoRecord):
             frames=(),
             stack=f"  {_COMMAND_LABEL}{shown(command)}\n",
         )
+
+    @property
+    def detail(self) -> str:
+        command = self.command if len(self.command) <= _DETAIL_COMMAND else self.command[: _DETAIL_COMMAND - 3] + "..."
+        return f"pid {self.pid}: {command}"
 
     @property
     def header(self) -> str:
@@ -378,11 +385,15 @@ def _pidfd(child: Child) -> Optional[int]:
     if _is_ours(child.pid, child.starttime) is None:
         os.close(fd)
         return None
+    from .fds import own_fd  # only when waiting: importing this module loads no other kind
+
     own_fd(fd)  # a check with fds=True never counts it
     return fd
 
 
 def _close_pidfd(fd: int) -> None:
+    from .fds import release_fd
+
     release_fd(fd)
     os.close(fd)
 

@@ -50,9 +50,15 @@ def culprit(info: InfoRecord) -> Optional[Frame]:
 
 def summary_line(info: InfoRecord) -> str:
     """``thread 'name' in function (file:line)``, every part escaped like the stacks (``_model.shown``)."""
+    return f"{info.kind} {shown_name(info.name)}{_where(info)}"
+
+
+def _where(info: InfoRecord) -> str:
+    """`` in function (file:line)`` of the culprit frame; for a record without frames, its detail in brackets."""
     frame = culprit(info)
-    where = f" in {shown(frame.function)} ({shown(frame.filename)}:{frame.lineno})" if frame else ""
-    return f"{info.kind} {shown_name(info.name)}{where}"
+    if frame is not None:
+        return f" in {shown(frame.function)} ({shown(frame.filename)}:{frame.lineno})"
+    return f" ({shown(info.detail)})" if info.detail else ""
 
 
 def shown_name(name: str) -> str:
@@ -91,9 +97,7 @@ def _names(group: List[InfoRecord]) -> str:
 def _summary(group: List[InfoRecord]) -> str:
     if len(group) == 1:
         return summary_line(group[0])
-    frame = culprit(group[0])
-    where = f" in {shown(frame.function)} ({shown(frame.filename)}:{frame.lineno})" if frame else ""
-    return f"{len(group)} {group[0].plural} {_names(group)}{where}"
+    return f"{len(group)} {group[0].plural} {_names(group)}{_where(group[0]) if group[0].frames else ''}"
 
 
 def _block(group: List[InfoRecord]) -> str:
