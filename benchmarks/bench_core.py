@@ -457,7 +457,8 @@ def figure_processes_and_fds(rounds: int) -> List[Row]:
     pipes = [os.pipe() for _ in range(extra // 2 + 1)]
     try:
         open_fds = len(os.listdir("/proc/self/fd"))
-        medians = interleaved_medians({"baseline": bare_fds_and_children, "check": clean_with_processes_and_fds}, rounds)
+        runners = {"baseline": bare_fds_and_children, "check": clean_with_processes_and_fds}
+        medians = interleaved_medians(runners, rounds)
     finally:
         for read_end, write_end in pipes:
             os.close(read_end)

@@ -630,7 +630,7 @@ def test_the_stack_endpoints_own_descriptors_are_never_leaks() -> None:
 
     with leakcheck.no_leaks(fds=True, timeout=0.05):
         server = leakcheck.serve_stacks(port=0)
-        with urlopen(server.url, timeout=30) as answer:  # noqa: S310 - our own local endpoint
+        with urlopen(server.url, timeout=30) as answer:
             assert b"leakcheck snapshot" in answer.read()
     try:
         own = [fd for fd in os.listdir("/proc/self/fd") if fds.is_own(int(fd))]

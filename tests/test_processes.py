@@ -639,7 +639,7 @@ if __name__ == "__main__":
 
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
 def test_multiprocessing_helper_processes_started_in_the_block_are_not_leaks(tmp_path: Path, method: str) -> None:
-    """The resource tracker and the forkserver live as long as the process: they are multiprocessing's, not the block's."""
+    """The resource tracker and the forkserver live as long as the process: not the leak of the block using them."""
     script = tmp_path / "helpers.py"
     script.write_text(MULTIPROCESSING_HELPERS)
     proc = subprocess.run(
