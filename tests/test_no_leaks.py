@@ -17,7 +17,17 @@ from typing import Any, Callable, Dict, List
 import pytest
 from helpers import JOIN_TIMEOUT, create_task_on, loop_in_thread, parked_threads
 
-from leakcheck import LeakCheck, LeakError, LeakReport, LeakWarning, Snapshot, find_leaks, no_leaks, snapshot
+from leakcheck import (
+    LeakCheck,
+    LeakError,
+    LeakReport,
+    LeakWarning,
+    Snapshot,
+    assert_no_stack_match,
+    find_leaks,
+    no_leaks,
+    snapshot,
+)
 
 GRACE = 0.05
 LONG_GRACE = 5.0  # for things that end on their own: the check returns as soon as they have
@@ -323,6 +333,35 @@ def test_task_first_appearing_after_the_block_is_not_blamed():
     asyncio.run(scenario())
 
 
+def test_polling_an_unprogressable_task_does_not_spin(monkeypatch):
+    import leakcheck.kinds.tasks as tasks_module
+
+    calls = []
+    original = tasks_module.TaskKind.describe
+
+    def counting(self, objs):
+        calls.append(len(objs))
+        return original(self, objs)
+
+    monkeypatch.setattr(tasks_module.TaskKind, "describe", counting)
+
+    async def stuck_follow_logs() -> None:
+        await asyncio.get_running_loop().create_future()
+
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(stuck_follow_logs(), name="stuck")
+        loop.run_until_complete(asyncio.sleep(0))  # the task is parked; the loop then stops
+        with pytest.raises(LeakError) as excinfo:
+            assert_no_stack_match("stuck_follow_logs", timeout=0.3)
+        assert "stuck_follow_logs" in str(excinfo.value)
+        assert len(calls) < 100  # a busy loop made thousands of stack captures
+        task.cancel()
+        loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+    finally:
+        loop.close()
+
+
 # --- tasks everywhere ------------------------------------------------------------------------------------------
 
 
@@ -562,6 +601,34 @@ def test_async_block_exception_propagates_unchanged_with_report_attached():
     assert "stream_events" in notes_of(error)
 
 
+def test_warn_turned_into_an_error_does_not_replace_the_block_exception():
+    error = ValueError("the block's own failure")
+    with parked_threads() as threads, warnings.catch_warnings():
+        warnings.simplefilter("error", LeakWarning)
+        with pytest.raises(ValueError) as excinfo, no_leaks(timeout=GRACE, on_leak="warn"):
+            threads.start(follow_logs, name="warned-leak")
+            raise error
+    assert excinfo.value is error
+    assert any("warned-leak" in note for note in excinfo.value.__notes__)
+
+
+def test_on_leak_callback_raising_a_base_exception_does_not_replace_the_block_exception():
+    class Stop(BaseException):
+        pass
+
+    def fail(report: object) -> None:
+        raise Stop("from the callback")
+
+    error = ValueError("the block's own failure")
+    with parked_threads() as threads, pytest.raises(ValueError) as excinfo, no_leaks(timeout=GRACE, on_leak=fail):
+        threads.start(follow_logs, name="callback-leak")
+        raise error
+    assert excinfo.value is error
+    notes = "\n".join(excinfo.value.__notes__)
+    assert "callback-leak" in notes
+    assert "the on_leak callback failed" in notes
+
+
 def test_clean_block_exception_gets_no_notes(caplog):
     caplog.set_level(logging.ERROR, logger="leakcheck")
     original = ValueError("the block's own failure")
@@ -583,6 +650,24 @@ def test_interrupt_skips_the_check(interrupt, caplog):
     assert reports == []
     assert not getattr(excinfo.value, "__notes__", None)
     assert not caplog.records
+
+
+def test_cancelled_block_is_not_held_up_by_the_grace_period():
+    async def scenario() -> None:
+        release = asyncio.Event()
+
+        async def body() -> None:
+            async with no_leaks(timeout=30):
+                asyncio.get_running_loop().create_task(release.wait(), name="child")
+                await asyncio.sleep(3600)
+
+        began = time.monotonic()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(body(), 0.05)
+        assert time.monotonic() - began < 15  # it used to wait out all 30 s
+        release.set()
+
+    asyncio.run(scenario())
 
 
 # --- each leak is reported once ---------------------------------------------------------------------------------
@@ -613,6 +698,35 @@ def test_outer_block_still_reports_what_inner_block_did_not_see():
         with no_leaks(timeout=GRACE):
             pass
     assert [info.name for info in excinfo.value.report.threads] == ["outer-follower"]
+
+
+def test_overlapping_checks_never_both_report_the_same_thread():
+    release = threading.Event()
+    both_in = threading.Barrier(2)
+    reports = {}
+    ready = threading.Barrier(3)
+
+    def checker(name: str, leak: bool) -> None:
+        ready.wait(5)
+        try:
+            with no_leaks(timeout=GRACE, ignore=[lambda info: info.name.startswith("checker-")]):
+                both_in.wait(5)
+                if leak:
+                    threading.Thread(target=follow_logs, args=(release,), name="shared-leak", daemon=True).start()
+                both_in.wait(5)
+            reports[name] = []
+        except LeakError as error:
+            reports[name] = [info.name for info in error.report.threads]
+
+    checkers = [threading.Thread(target=checker, args=(f"checker-{i}", i == 0), name=f"checker-{i}") for i in (0, 1)]
+    for thread in checkers:
+        thread.start()
+    ready.wait(5)
+    for thread in checkers:
+        thread.join(10)
+    release.set()
+    blamed = [name for names in reports.values() for name in names]
+    assert blamed == ["shared-leak"]
 
 
 # --- reuse and re-entrancy ---------------------------------------------------------------------------------------
@@ -782,6 +896,15 @@ def test_plain_async_block_closed_from_another_task_ends_exactly_its_own_block()
     assert isinstance(a_error, LeakError) and isinstance(b_error, LeakError), (a_error, b_error)
     assert [info.name for info in a_error.report.threads] == ["a-follower"]
     assert [info.name for info in b_error.report.threads] == ["b-heartbeat"]
+
+
+def test_block_entered_in_one_task_and_exited_in_another():
+    async def scenario() -> None:
+        stack = contextlib.AsyncExitStack()
+        await asyncio.create_task(stack.enter_async_context(no_leaks(timeout=GRACE)))
+        await asyncio.create_task(stack.aclose())
+
+    asyncio.run(scenario())
 
 
 def test_one_object_closed_from_another_thread_ends_its_only_open_block():

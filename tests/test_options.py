@@ -8,6 +8,8 @@ import re
 import threading
 import time
 import warnings
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any, List
 
 import pytest
@@ -83,6 +85,16 @@ def test_invalid_option_is_rejected_when_no_leaks_is_called(options, error):
 def test_positional_options_are_rejected():
     with pytest.raises(TypeError):
         no_leaks(True, True)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("timeout", [Fraction(1, 10), Decimal("0.1")], ids=["Fraction", "Decimal"])
+def test_any_real_number_is_a_timeout(timeout):
+    assert no_leaks(timeout=timeout).options.timeout == pytest.approx(0.1)
+
+
+def test_complex_timeout_is_rejected():
+    with pytest.raises(TypeError):
+        no_leaks(timeout=1j)
 
 
 @pytest.mark.parametrize(

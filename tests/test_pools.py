@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+import time
 import types
 from typing import Any, Iterator
 
@@ -54,6 +55,28 @@ def test_busy_default_executor_worker_of_an_open_loop_is_reported():
         release.set()
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
+
+
+def test_busy_default_executor_worker_does_not_cost_the_whole_grace_period():
+    async def scenario() -> float:
+        loop = asyncio.get_running_loop()
+        started = threading.Event()
+        finish = threading.Event()
+
+        def job() -> None:
+            started.set()
+            finish.wait()
+
+        future = loop.run_in_executor(None, job)
+        await loop.run_in_executor(None, started.wait)
+        began = time.monotonic()
+        async with no_leaks(timeout=30):
+            loop.call_soon(finish.set)  # the worker turns idle right after the block
+        elapsed = time.monotonic() - began
+        await future
+        return elapsed
+
+    assert asyncio.run(scenario()) < 15  # it used to wait out all 30 s
 
 
 def test_default_executor_worker_still_alive_after_its_loop_is_closed_is_reported():

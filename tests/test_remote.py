@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -170,6 +171,28 @@ def test_assert_stack_match_fails_with_the_stacks_it_last_saw(server):
     assert "MainThread" in str(raised.value)
 
 
+def test_polling_survives_an_endpoint_that_comes_up_late():
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    servers = []
+    starter = threading.Timer(0.2, lambda: servers.append(serve_stacks(port=port)))
+    starter.start()
+    try:
+        found = assert_stack_match("MainThread", source=f"http://127.0.0.1:{port}/", timeout=10)
+        assert [info.name for info in found] == ["MainThread"]
+    finally:
+        starter.join()
+        for server in servers:
+            server.close()
+
+
+def test_an_endpoint_that_never_answers_fails_with_the_reason_within_the_timeout():
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    with pytest.raises(RemoteError, match="cannot reach"):
+        assert_stack_match("MainThread", source=f"http://127.0.0.1:{port}/", timeout=0.2)
+
+
 def test_a_snapshot_as_source_is_searched_once(follower):
     taken = snapshot()
     release, thread = follower
@@ -201,6 +224,12 @@ def test_bad_sources_are_refused_where_they_are_given(kwargs, error, message):
     for assertion in (find_stacks, assert_stack_match, assert_no_stack_match):
         with pytest.raises(error, match=message):
             assertion("follow_logs", **kwargs)
+
+
+def test_a_token_with_a_pid_or_snapshot_source_is_refused():
+    for source in (os.getpid(), snapshot()):
+        with pytest.raises(TypeError, match="token= goes with a URL source="):
+            find_stacks("MainThread", source=source, token="s3cret")
 
 
 # -- the agent
@@ -257,6 +286,54 @@ def test_the_agent_socket_is_private_and_removed_at_exit(agent_child):
     child.stdin.flush()
     assert child.wait(10) == 0
     assert not os.path.exists(path)
+
+
+FORKING_CHILD = textwrap.dedent(
+    """
+    import os, sys, leakcheck
+    path = leakcheck.start_agent()
+    child = os.fork()
+    if child == 0:
+        sys.exit(0)  # a normal exit runs atexit, which must leave the parent's agent alone
+    os.waitpid(child, 0)
+    print(path, flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_leaves_the_parents_agent_serving():
+    parent = subprocess.Popen(
+        [sys.executable, "-c", FORKING_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        path = parent.stdout.readline().strip()
+        assert os.path.exists(path)
+        assert find_stacks("MainThread", source=parent.pid)
+    finally:
+        parent.communicate("\n", timeout=30)
+    assert parent.returncode == 0
+    assert not os.path.exists(path)
+
+
+def test_run_fail_removes_the_agent_socket(tmp_path):
+    script = tmp_path / "agent_stuck.py"
+    script.write_text(
+        "import os, threading, leakcheck\n"
+        "leakcheck.start_agent()\n"
+        "print(os.getpid(), flush=True)\n"
+        "threading.Thread(target=threading.Event().wait, name='stuck').start()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "leakcheck", "run", "--fail", "--timeout", "0.05", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1 and "Thread 'stuck'" in result.stderr
+    assert not os.path.exists(socket_path(int(result.stdout.split()[0])))
 
 
 def test_a_pid_without_an_agent_is_a_remote_error():

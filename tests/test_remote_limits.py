@@ -1,4 +1,7 @@
-"""Limits of the cross-process checks: one deadline per fetch, TLS, the agent's directory and stale sockets."""
+"""Limits of the cross-process checks: one deadline per fetch, TLS, the agent's directory and stale sockets.
+
+Also what a fetch makes of an answer that is not HTTP, and of a redirect: an error, never followed.
+"""
 
 from __future__ import annotations
 
@@ -157,6 +160,43 @@ def test_the_request_sent_carries_host_accept_and_the_token(scripted):
     assert request.startswith("GET /debug/stacks?match=x&format=json HTTP/1.1\r\n")
     assert f"\r\nHost: 127.0.0.1:{server.port}\r\n" in request
     assert "\r\nAuthorization: Bearer t0k\r\n" in request
+
+
+@pytest.mark.parametrize("answer", [b"garbage\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"])
+def test_an_answer_that_is_not_http_is_a_remote_error(scripted, answer):
+    def script(connection: socket.socket, stop: threading.Event) -> None:
+        _read_request(connection)
+        connection.sendall(answer)
+
+    url = f"http://127.0.0.1:{scripted(script).port}/"
+    with pytest.raises(RemoteError, match="did not answer"):
+        fetch_snapshot(url, timeout=5)
+    result = subprocess.run(
+        [sys.executable, "-m", "leakcheck", "check", url, "--absent", "x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2 and "did not answer" in result.stderr
+
+
+def test_a_redirect_is_not_followed_and_the_token_goes_nowhere_else(scripted):
+    received: List[bytes] = []
+
+    def elsewhere(connection: socket.socket, stop: threading.Event) -> None:
+        received.append(_read_request(connection))
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    elsewhere_url = f"http://127.0.0.1:{scripted(elsewhere).port}/"
+
+    def redirecting(connection: socket.socket, stop: threading.Event) -> None:
+        _read_request(connection)
+        connection.sendall(f"HTTP/1.1 302 Found\r\nLocation: {elsewhere_url}\r\nContent-Length: 0\r\n\r\n".encode())
+
+    with pytest.raises(RemoteError, match="302"):
+        fetch_snapshot(f"http://127.0.0.1:{scripted(redirecting).port}/", token="s3cret")
+    assert received == []
 
 
 # -- a real HTTPS endpoint, with a certificate made for the test

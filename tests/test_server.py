@@ -593,6 +593,12 @@ def test_close_is_idempotent_and_refuses_connections() -> None:
         socket.create_connection(address, timeout=2).close()
 
 
+def test_closing_at_once_after_starting_never_races_the_server_thread() -> None:
+    # The server thread may see the close before its first wait: close() must not then write to a closed socket.
+    for _ in range(200):
+        serve_stacks().close()
+
+
 def test_leaving_the_with_block_closes() -> None:
     with serve_stacks() as running:
         assert isinstance(running, StackServer)

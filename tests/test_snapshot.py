@@ -12,8 +12,9 @@ import weakref
 from typing import Any, List
 
 from helpers import JOIN_TIMEOUT, NumberedThread, create_task_on, loop_in_thread, parked_threads
+from qualname_fixture import Pool, Server
 
-from leakcheck import Frame, Snapshot, TaskInfo, ThreadInfo, snapshot
+from leakcheck import Frame, Snapshot, TaskInfo, ThreadInfo, find_stacks, snapshot
 
 HERE = __name__
 
@@ -83,6 +84,30 @@ def test_thread_stack_is_traceback_style_innermost_last():
     assert follow.line == "release.wait()"
     assert f'  File "{__file__}", line {follow.lineno}, in {HERE}.follow_logs\n    release.wait()\n' in info.stack
     assert lines[-1].endswith("in threading.Condition.wait")
+
+
+def test_qualnames_of_reexported_classes_and_nested_functions():
+    release = threading.Event()
+    threads = [
+        threading.Thread(target=Server().serve, args=(release,), name="qualname-server", daemon=True),
+        threading.Thread(target=Pool().worker, args=(release,), name="qualname-pool", daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        functions = {
+            info.name: [frame.function for frame in info.frames if "qualname_fixture" in frame.filename]
+            for info in find_stacks("qualname-")
+        }
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(5)
+    assert functions["qualname-server"] == ["qualname_fixture.impl.Server.serve"]
+    assert functions["qualname-pool"] == [
+        "qualname_fixture.impl.Pool.worker",
+        "qualname_fixture.impl.Pool.worker.<locals>.run",
+    ]
 
 
 def test_snapshot_includes_the_calling_thread_without_leakcheck_frames():

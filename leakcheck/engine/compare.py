@@ -34,30 +34,58 @@ from .wait import Steps, Wait, backoff_deadlines
 
 _NOTHING: FrozenSet[Any] = frozenset()
 
-# What earlier checks reported, so that a leak fails one check, not every later one.
-# Weak: a reported thread that ends leaves the set.  Objects without weak references
-# (a descriptor's or a process's identity) are kept by value, the newest few thousand.
-_reported: weakref.WeakSet[Any] = weakref.WeakSet()
-_reported_values: Dict[Any, None] = {}
-_REPORTED_VALUES_KEPT = 4096
-_reported_lock = threading.Lock()
+class _Reported:
+    """What earlier checks reported, so that a leak fails one check, not every enclosing or later one.
+
+    An object that lives as long as its resource (a thread) is remembered
+    weakly, and forgotten when it goes.  Other resources are remembered by
+    their ``Kind.identity`` value, with the object to tell whether they still
+    live: entries that have ended are forgotten when a window opens, and when
+    their kind has suspects, so a connection given back and leaked again is
+    reported again.
+    """
+
+    _KEPT = 4096  # values per kind, the newest: a bound, whatever happens
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._weak: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._values: Dict[str, Dict[Any, Any]] = {}
+
+    def _key(self, kind: Kind, obj: Any) -> Any:
+        identity = kind.identity(obj)
+        if identity is not None:
+            return identity
+        try:
+            weakref.ref(obj)
+        except TypeError:
+            return obj
+        return None
+
+    def forget_ended(self, kind: Kind) -> None:
+        values = self._values.get(kind.name)
+        if values:
+            for key, obj in list(values.items()):
+                if not kind.is_alive(obj):
+                    values.pop(key, None)
+
+    def __contains__(self, found: Tuple[Kind, Any]) -> bool:
+        kind, obj = found
+        key = self._key(kind, obj)
+        return obj in self._weak if key is None else key in self._values.get(kind.name, {})
+
+    def add(self, kind: Kind, obj: Any) -> None:
+        key = self._key(kind, obj)
+        if key is None:
+            self._weak.add(obj)
+            return
+        values = self._values.setdefault(kind.name, {})
+        values[key] = obj
+        if len(values) > self._KEPT:
+            del values[next(iter(values))]
 
 
-def _was_reported(obj: Any) -> bool:
-    try:
-        weakref.ref(obj)
-    except TypeError:
-        return obj in _reported_values
-    return obj in _reported
-
-
-def _mark_reported(obj: Any) -> None:
-    try:
-        _reported.add(obj)
-    except TypeError:
-        _reported_values[obj] = None
-        if len(_reported_values) > _REPORTED_VALUES_KEPT:
-            del _reported_values[next(iter(_reported_values))]
+_reported = _Reported()
 
 
 @functools.lru_cache(maxsize=32)
@@ -66,6 +94,9 @@ def _clean_report(timeout: float) -> LeakReport:
 
 
 def take_census(kinds: Sequence[Kind]) -> Census:
+    if _reported._values:  # only ever after a leak of a kind remembered by value
+        for kind in kinds:
+            _reported.forget_ended(kind)
     census: Census = {}
     for kind in kinds:  # not a comprehension: this runs for every test, and a loop is cheaper
         census[kind.name] = kind.census()
@@ -136,7 +167,10 @@ def check_steps(before: Census, options: Options) -> Steps[LeakReport]:
     suspects: Dict[Kind, List[Any]] = {}
     if any(tokens for _, tokens in new_tokens):
         for kind, tokens in new_tokens:
-            found = [obj for obj in kind.resolve(tokens) if not kind.is_exempt(obj) and not _was_reported(obj)]
+            if not tokens:
+                continue
+            _reported.forget_ended(kind)
+            found = [obj for obj in kind.resolve(tokens) if not kind.is_exempt(obj) and (kind, obj) not in _reported]
             if found:
                 suspects[kind] = found
         del found  # hold suspects in `suspects` only: they may be collected as garbage below
@@ -174,12 +208,12 @@ def check_steps(before: Census, options: Options) -> Steps[LeakReport]:
     if options.forbid:
         forbidden = yield from stacks_gone(options.forbid, deadline)
 
-    with _reported_lock:
+    with _reported.lock:
         # Checked and marked in one step: two overlapping checks never both report the same leak.
         for kind, (objs, infos) in list(leaked.items()):
-            fresh = [(obj, info) for obj, info in zip(objs, infos, strict=True) if not _was_reported(obj)]
+            fresh = [(obj, info) for obj, info in zip(objs, infos, strict=True) if (kind, obj) not in _reported]
             for obj, _ in fresh:
-                _mark_reported(obj)
+                _reported.add(kind, obj)
             leaked[kind] = ([obj for obj, _ in fresh], [info for _, info in fresh])
     # By kind name, not by kind object: a narrower kind (one loop's tasks) reports as its kind.
     records: Dict[str, List[InfoRecord]] = {}

@@ -206,6 +206,16 @@ class Kind:
 
     # -- what only some kinds need
 
+    def identity(self, obj: Any) -> Optional[Hashable]:
+        """What makes ``obj`` the same resource in every census: a value such as ``(pid, start time)``.
+
+        ``None`` (the default) means the object itself: it lives as long as
+        the resource (a ``Thread``, a ``Task``) and is remembered by a weak
+        reference, or, where it has none, by its value.  Each leak is
+        reported by one check only, whichever objects later censuses make.
+        """
+        return None
+
     def is_exempt(self, obj: Any) -> bool:
         """Whether ``obj`` is the checking code itself (its thread or task): never its own check's leak."""
         return False

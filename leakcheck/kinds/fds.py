@@ -186,8 +186,8 @@ def fd_stack(target: str, mode: str) -> str:
 class FdInfo(InfoRecord):
     """An open file descriptor as it was when it was captured."""
 
-    _compared = ("fd", "type", "target", "mode", "name", "frames", "stack")
-    __slots__ = _compared
+    _compared = ("fd", "type", "target", "mode")
+    __slots__ = (*_compared, "name", "frames", "stack")
     _shown = ("fd", "type", "target", "mode")
     kind = "file descriptor"
     plural = "file descriptors"
@@ -441,6 +441,9 @@ class FdKind(Kind):
     def resolve(self, tokens: AbstractSet[Hashable]) -> List[OpenFd]:
         opened = (OpenFd(*token) for token in tokens if isinstance(token, tuple) and len(token) == 3)
         return sorted((token for token in opened if _is_open(token)), key=lambda token: token.fd)
+
+    def identity(self, obj: Any) -> Optional[Hashable]:
+        return tuple(obj)  # (fd, dev, ino): the same descriptor in every census
 
     def is_alive(self, obj: Any) -> bool:
         return isinstance(obj, tuple) and _is_open(OpenFd(*obj))

@@ -43,10 +43,11 @@ _DESCRIPTION = "Description "
 class Probe(Protocol):
     """A source of resources leakcheck does not know of: whatever ``snapshot()`` lists is in use right now."""
 
-    name: str
-    """Names the probe in reports, dumps and ignore rules: ``Probe 'pool' ...``."""
+    @property
+    def name(self) -> str:
+        """Names the probe in reports, dumps and ignore rules: ``Probe 'pool' ...``; a class attribute will do."""
 
-    def snapshot(self) -> Mapping[Hashable, str]:
+    def snapshot(self) -> Mapping[Any, str]:
         """Every resource in use now: a stable key for each, mapped to what to show for it.
 
         Called from the checking thread, at least twice per check and
@@ -57,8 +58,8 @@ class Probe(Protocol):
 class ProbeInfo(InfoRecord):
     """One resource a probe listed, as it was described."""
 
-    _compared = ("probe", "key", "description", "frames", "stack")
-    __slots__ = _compared
+    _compared = ("probe", "key", "description")
+    __slots__ = (*_compared, "frames", "stack")
     _shown = ("probe", "key", "description")
     kind = "probe resource"
     plural = "probe resources"
@@ -155,8 +156,10 @@ class ProbesKind(Kind):
                     f"probes: {probe!r} is not a leakcheck.Probe: it needs a name and a snapshot() method"
                 )
             name = probe.name
-            if not isinstance(name, str) or not name:
-                raise TypeError(f"probes: {probe!r}.name must be a non-empty str, not {name!r}")
+            if not isinstance(name, str):
+                raise TypeError(f"probes: {probe!r}.name must be a str, not {type(name).__name__}")
+            if not name:
+                raise ValueError(f"probes: {probe!r}.name is empty; a name tells a probe's resources apart in reports")
             if name in names:
                 raise ValueError(f"probes: two probes are named {name!r}; names tell them apart in reports")
             names[name] = probe
@@ -172,14 +175,17 @@ class _BoundProbes(Kind):
     def __init__(self, probes: Tuple[Probe, ...]) -> None:
         self._probes = probes
 
+    # A census holds (name,) for each probe it covered, and (name, key) for each resource: the two
+    # never collide, whatever a probe is called and whatever keys it lists.
+
     def census(self) -> FrozenSet[Hashable]:
-        tokens: List[Hashable] = [("probe", probe.name) for probe in self._probes]
+        tokens: List[Hashable] = [(probe.name,) for probe in self._probes]
         for probe in self._probes:
             tokens.extend((probe.name, key) for key in _listing(probe))
         return frozenset(tokens)
 
     def new_since(self, before: AbstractSet[Hashable]) -> AbstractSet[Hashable]:
-        missing = [probe.name for probe in self._probes if ("probe", probe.name) not in before]
+        missing = [probe.name for probe in self._probes if (probe.name,) not in before]
         if missing:
             raise ValueError(
                 f"the baseline was taken without the probe {missing[0]!r}: give the same probes to "
@@ -191,7 +197,7 @@ class _BoundProbes(Kind):
         by_name = {probe.name: probe for probe in self._probes}
         found = []
         for token in tokens:
-            if isinstance(token, tuple) and len(token) == 2 and token[0] in by_name and token[0] != "probe":
+            if isinstance(token, tuple) and len(token) == 2 and token[0] in by_name:
                 resource = _Resource(by_name[token[0]], token[1])
                 if self.is_alive(resource):
                     found.append(resource)
@@ -199,6 +205,10 @@ class _BoundProbes(Kind):
 
     def live(self) -> List[Any]:
         return [_Resource(probe, key) for probe in self._probes for key in _listing(probe)]
+
+    def identity(self, obj: Any) -> Optional[Hashable]:
+        resource: _Resource = obj
+        return (resource.probe.name, resource.key)  # another check's probe object of the same name: the same resource
 
     def is_alive(self, obj: Any) -> bool:
         resource: _Resource = obj

@@ -460,6 +460,10 @@ class ProcessKind(Kind):
         children.sort(key=lambda child: child.pid)
         return children
 
+    def identity(self, obj: Any) -> Optional[Hashable]:
+        child: Child = obj
+        return (child.pid, child.starttime)
+
     def is_alive(self, obj: Any) -> bool:
         """Whether the child is still there: running, stopped, or exited and not reaped."""
         return isinstance(obj, Child) and _is_ours(obj.pid, obj.starttime) is not None

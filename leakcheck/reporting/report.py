@@ -73,8 +73,11 @@ def _plural(count: int, noun: str) -> str:
 
 _GROUP_NAMES_SHOWN = 20
 _HINTS_SHOWN = 5
-# Names Python and asyncio give when the code gives none: too generic to ignore by.
-_DEFAULT_NAME = re.compile(r"(Thread|Dummy|Task|asyncio)-\d+( \(.*\))?|ThreadPoolExecutor-\d+_\d+|asyncio_\d+")
+# Names Python, asyncio and the OS give when the code gives none (an OS thread or a child is named
+# after the interpreter): too generic to ignore by.
+_DEFAULT_NAME = re.compile(
+    r"(Thread|Dummy|Task|asyncio)-\d+( \(.*\))?|ThreadPoolExecutor-\d+_\d+|asyncio_\d+|python[\d.]*"
+)
 
 
 _REGEX_SPECIAL = re.compile(r"[.^$*+?{}\[\]\\|()]")  # re.escape() also escapes "-" and spaces, which read badly
