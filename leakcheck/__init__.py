@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .engine.assertions import assert_no_stack_match, assert_stack_match, find_stacks
 from .engine.check import LeakCheck, find_leaks, no_leaks
 from .engine.matching import (
     BUILTIN_IGNORES,
@@ -26,6 +25,7 @@ from .engine.snapshot import snapshot
 from .kinds.tasks import TaskInfo
 from .kinds.threads import ThreadInfo
 from .records import Frame
+from .remote.assertions import assert_no_stack_match, assert_stack_match, find_stacks
 from .reporting.report import LeakError, LeakReport, LeakWarning
 from .reporting.snapshot import Snapshot
 

@@ -7,6 +7,8 @@ import gc
 import os
 import socket
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -642,3 +644,31 @@ def test_the_stack_endpoints_own_descriptors_are_never_leaks() -> None:
         server.close()
     reused = [fd for fd in os.listdir("/proc/self/fd") if fds.is_own(int(fd))]
     assert reused == [], reused
+
+
+def test_redirecting_a_standard_stream_is_no_leak(tmp_path: Path) -> None:
+    """pytest's output capture dup2()s a file onto 1 and 2 around every test: that opens nothing."""
+    saved = os.dup(1)
+    try:
+        with open(tmp_path / "captured.txt", "w") as captured:
+            with leakcheck.no_leaks(fds=True, timeout=0.05):
+                os.dup2(captured.fileno(), 1)  # redirected inside the block, still redirected after it
+            os.dup2(saved, 1)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def test_a_standard_stream_opened_in_the_block_is_new() -> None:
+    script = (
+        "import os, leakcheck\n"
+        "os.close(0)\n"
+        "try:\n"
+        "    with leakcheck.no_leaks(fds=True, timeout=0.05):\n"
+        "        stdin = open(os.devnull)\n"
+        "        assert stdin.fileno() == 0\n"
+        "except leakcheck.LeakError as error:\n"
+        "    print(error)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "1 leaked file descriptor" in out and "'/dev/null' (fd 0)" in out, out

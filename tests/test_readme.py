@@ -299,7 +299,7 @@ def normalise(text: str, extra: Sequence[Tuple[str, str]] = ()) -> str:
     text = text.replace(f"{ROOT}{os.sep}", "")
     text = re.sub(r"\b(ident|native_id|loop_thread)=\d+", r"\1=N", text)
     text = re.sub(r"\bid=0x[0-9a-f]+", "id=0x?", text)
-    text = re.sub(r"\bpid -?\d+", "pid N", text)
+    text = re.sub(r"\bpid[ =]-?\d+", "pid N", text)
     text = re.sub(r"\btaken at [\d.]+", "taken at T", text)
     text = re.sub(r'(File "\.\.\./[^"]*", line )\d+', r"\g<1>N", text)
     text = re.sub(r"\bwaited (\d+\.\d)\ds", r"waited \g<1>?s", text)
@@ -468,7 +468,31 @@ def output_of_dump(block: Block, tmp_path: Path) -> None:
     assert_output(block, "\n\n".join([first, *blocks]), "a snapshot of DUMP_APP", [(f"{app}{os.sep}", "/srv/")])
 
 
+def output_of_worker_leaks(block: Block, tmp_path: Path) -> None:
+    out = example_output("worker_leaks.py")
+    report = section(out, "leakcheck: ", lambda line: line.startswith("What to do:"))
+    # What changes from run to run: the temporary directory, the pipe's inode, how long the
+    # check took beyond its grace period (it also collects garbage once for the descriptors).
+    report = re.sub(r"/worker-[^/]+/", "/worker-v7dh6prh/", report)
+    report = re.sub(r"pipe:\[\d+\]", "pipe:[562807]", report)
+    report = re.sub(r"waited \d+\.\d+s", "waited 0.20s", report)
+    report = report.replace(sys.executable, "python")
+    assert_output(block, report, "examples/worker_leaks.py")
+
+
+def output_of_readme_sample(block: Block, tmp_path: Path) -> None:
+    """The output of the python block just before ``block``, run as a script."""
+    (sample,) = [before for before in BLOCKS if before.lang == "python" and before.line < block.line][-1:]
+    script = tmp_path / "sample.py"
+    script.write_text(sample.text, encoding="utf-8")
+    result = run([sys.executable, str(script)], tmp_path)
+    assert result.returncode == 0, shown(result)
+    assert_output(block, result.stdout, f"the sample at {sample.where}")
+
+
 OUTPUTS: Dict[str, Callable[[Block, Path], None]] = {
+    "leakcheck: 1 leaked process,": output_of_worker_leaks,
+    "leakcheck: 1 leaked probe resource": output_of_readme_sample,
     "leakcheck: 1 leaked thread": output_of_log_follow_server,
     "Task 'event-pump'": output_of_asyncio_task_leak,
     "_": output_of_pytest_teardown_error,

@@ -25,7 +25,6 @@ from typing import Any, Dict, Generator, List, Optional, Sequence, Tuple, Union,
 
 import pytest
 
-from ..engine.assertions import assert_no_stack_match, assert_stack_match, find_stacks
 from ..engine.compare import check_steps, started_since, take_census
 from ..engine.matching import MatcherLike, ignore_any_function, ignore_name, ignore_top_function, validate_matchers
 from ..engine.options import Options
@@ -35,6 +34,7 @@ from ..engine.wait import run_blocking
 from ..engine.window import Location, Window, skips_check
 from ..kinds.tasks import KIND as TASKS
 from ..kinds.tasks import LoopTaskKind
+from ..remote.assertions import assert_no_stack_match, assert_stack_match, find_stacks
 from .pytest_loops import anyio_runner_lease, last_lease, track_runner_loop
 from .pytest_settings import (
     MARKER,

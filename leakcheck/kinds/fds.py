@@ -2,7 +2,7 @@
 
 The census lists the descriptor directory (``/proc/self/fd`` on Linux,
 ``/dev/fd`` elsewhere) and calls ``os.fstat`` on each entry.  A descriptor's
-identity token is ``(fd, st_dev, st_ino)``:
+identity token is ``(fd, st_dev, st_ino)`` (for the standard streams 0 to 2, the number alone):
 
 - A socket or a pipe has an inode of its own, so a descriptor closed in the
   block and a new socket or pipe opened at the same number is a new token.
@@ -135,6 +135,13 @@ def _lists_every_fd(directory: str) -> bool:
     return str(write_end) in names
 
 
+# The standard streams are known by their number alone: redirecting one (pytest's output capture
+# dup2()s a file onto 1 and 2, and back, around every test) opens nothing, and leaves no descriptor
+# behind.  Opening one that was closed is still new.
+_STANDARD_STREAMS = 3
+_ANY = -1
+
+
 def _census() -> Set[Tuple[int, int, int]]:
     names = os.listdir(_listing_dir())
     own = _own
@@ -149,7 +156,10 @@ def _census() -> Set[Tuple[int, int, int]]:
             found = fstat(fd)
         except (OSError, ValueError):
             continue
-        tokens.add((fd, found.st_dev, found.st_ino))
+        if fd < _STANDARD_STREAMS:
+            tokens.add((fd, _ANY, _ANY))
+        else:
+            tokens.add((fd, found.st_dev, found.st_ino))
     return tokens
 
 
@@ -158,6 +168,8 @@ def _identity(fd: int) -> Optional[Tuple[int, int, int]]:
         found = os.fstat(fd)
     except OSError:
         return None
+    if fd < _STANDARD_STREAMS:
+        return (fd, _ANY, _ANY)
     return (fd, found.st_dev, found.st_ino)
 
 
@@ -387,7 +399,8 @@ def _describe(token: OpenFd) -> FdInfo:
         found = os.fstat(fd)
     except OSError:
         found = None
-    if found is None or (fd, found.st_dev, found.st_ino) != token:
+    identity = (fd, _ANY, _ANY) if fd < _STANDARD_STREAMS else (fd, found.st_dev, found.st_ino) if found else None
+    if found is None or identity != token:
         return FdInfo(fd=fd, type="other", target="closed before it could be described")
     kind = _type_of(found.st_mode)
     mode = ""

@@ -22,8 +22,8 @@ import sys
 from typing import Optional, Sequence
 
 from .. import __version__
-from ..engine.assertions import assert_no_stack_match, assert_stack_match
 from ..engine.options import parse_seconds
+from .assertions import assert_no_stack_match, assert_stack_match
 from .client import RemoteError, Source, check_source, take
 
 PROG = "python -m leakcheck"

@@ -1,9 +1,10 @@
 """Keyword assertions on live stacks: the ``pprof ... | grep handler`` check.
 
-They look at every live thread and task except the caller's own (whose stack
-holds the test that asks, and would match its own keywords), or, given a
-``source=``, at another process's: fetched again until the condition holds
-or the timeout ends.
+They look at every live stack of this process except the caller's own (whose
+stack holds the test that asks, and would match its own keywords), or, given
+a ``source=``, at another process's: fetched again until the condition holds
+or the timeout ends.  They live with the remote side because a ``source=``
+needs it; this process's stacks come from :mod:`leakcheck.engine.stacks`.
 """
 
 from __future__ import annotations
@@ -11,17 +12,17 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
 
+from ..engine.matching import StackPattern, StackPatterns, validate_patterns
+from ..engine.options import check_timeout
+from ..engine.stacks import live_described, matching_stacks, stack_kinds, stacks_gone
+from ..engine.wait import Steps, backoff_deadlines, run_blocking
 from ..kinds.base import InfoRecord, describe_block
 from ..kinds.registry import kinds
 from ..reporting.report import LeakError, LeakReport
 from ..reporting.snapshot import Snapshot
-from .matching import StackPattern, StackPatterns, validate_patterns
-from .options import check_timeout
-from .stacks import live_described, matching_stacks, stack_kinds, stacks_gone
-from .wait import Steps, backoff_deadlines, run_blocking
 
 if TYPE_CHECKING:
-    from ..remote.client import Source
+    from .client import Source
 
 REMOTE_POLL_CAP = 0.2
 """Longest pause between two fetches of another process's stacks."""
@@ -48,8 +49,8 @@ def _poll_source(
     done: Callable[[List[InfoRecord]], bool],
 ) -> Tuple[List[InfoRecord], Snapshot, float]:
     """Fetch ``source`` until ``done(matches)`` or ``timeout``; the last matches, snapshot and time waited."""
-    from ..remote.client import RemoteError, take
-    from ..remote.endpoint import check_token
+    from .client import RemoteError, take
+    from .endpoint import check_token
 
     secret = check_token(token)
     started = time.monotonic()
@@ -72,7 +73,7 @@ def _poll_source(
 def _source(source: object, token: object, what: str) -> Optional[Source]:
     checked = None
     if source is not None:
-        from ..remote.client import check_source
+        from .client import check_source
 
         checked = check_source(source, what)
     if token is not None and not isinstance(checked, str):
