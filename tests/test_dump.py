@@ -650,3 +650,168 @@ def test_reading_a_crafted_dump_takes_time_linear_in_its_length(crafted):
         if runs[-1] < allowed or runs[-1] > 2 * allowed:  # passed, or far too slow to be noise
             break
     assert min(runs) < allowed, f"{len(small)} characters took {small_seconds:.4f} s, {len(large)} took {runs} s"
+
+
+# -- kinds: every registered kind in both forms, and the kinds the head and the JSON name
+
+from leakcheck.kinds.registry import KIND_NAMES as _KIND_NAMES  # noqa: E402
+
+
+def _one_record_of(name: str):
+    """A record of the kind ``name``, built by hand."""
+    if name == "threads":
+        return SAMPLE.threads[0]
+    if name == "tasks":
+        return SAMPLE.tasks[0]
+    if name == "processes":
+        from leakcheck.kinds.processes import ProcessInfo
+
+        return ProcessInfo(pid=4321, name="sleep", state="sleeping", command="sleep 60")
+    if name == "fds":
+        from leakcheck.kinds.fds import FdInfo
+
+        return FdInfo(fd=7, type="file", target="/srv/app.log", mode="w")
+    if name == "os_threads":
+        from leakcheck.kinds.os_threads import OsThreadInfo
+
+        return OsThreadInfo(native_id=4243, ident=140208, name="python", python=True, frames=SAMPLE_FRAMES)
+    if name == "probes":
+        from leakcheck.kinds.probes import ProbeInfo
+
+        return ProbeInfo("pool", "'conn-1'", "checked out by handler")
+    raise AssertionError(f"no sample record for the kind {name!r}: add one here")
+
+
+def _head(counts: str) -> str:
+    return f"leakcheck snapshot of pid 1 (taken at 2.0): {counts}\n\n"
+
+
+def test_a_snapshot_of_every_kind_reads_back_in_both_forms_with_its_head_in_registry_order():
+    from leakcheck.kinds.registry import KIND_NAMES, kind
+
+    records = {name: (_one_record_of(name),) for name in reversed(KIND_NAMES)}
+    every = Snapshot(records=records, pid=4242, taken_at=1764201301.25)
+    assert every.kinds == KIND_NAMES
+    text = str(every)
+    counts = ", ".join(f"1 {kind(name).info_type.kind}" for name in KIND_NAMES)
+    assert text.split("\n", 1)[0] == f"leakcheck snapshot of pid 4242 (taken at 1764201301.25): {counts}"
+    assert parse_dump(text) == every
+    assert Snapshot.from_json(every.to_json()) == every
+    assert json.loads(every.to_json())["kinds"] == list(KIND_NAMES)
+
+
+@pytest.mark.parametrize("name", _KIND_NAMES)
+def test_a_dump_counting_none_of_one_kind_reads_back_as_that_kind_alone(name):
+    from leakcheck.kinds.registry import kind
+
+    info_type = kind(name).info_type
+    for counts in (f"0 {info_type.plural}", f"1 {info_type.kind}"):
+        blocks = f"{_one_record_of(name).header}\n{_one_record_of(name).stack}" if counts.startswith("1") else ""
+        parsed = parse_dump(_head(counts) + blocks)
+        assert parsed.kinds == (name,)
+        assert parsed.of(name) == (() if not blocks else (_one_record_of(name),))
+
+
+def test_a_dump_with_a_file_descriptor_block_reads_back():
+    from leakcheck.kinds.fds import FdInfo
+
+    info = FdInfo(fd=7, type="file", target="/srv/app.log", mode="w")
+    snap = Snapshot(records={"threads": (), "tasks": (), "fds": (info,)}, pid=4242, taken_at=1.5)
+    text = str(snap)
+    assert text == (
+        f"leakcheck snapshot of pid 4242 (taken at 1.5): 0 threads, 0 tasks, 1 {FdInfo.kind}\n\n"
+        "FD 7 (type=file) [open]:\n"
+        "  Target: /srv/app.log\n"
+        "  Mode: w\n"
+    )
+    parsed = parse_dump(text)
+    assert parsed == snap
+    assert parsed.kinds == ("threads", "tasks", "fds")
+    assert parsed.of("fds") == (info,) and parsed.threads == () and parsed.tasks == ()
+    assert Snapshot.from_json(snap.to_json()) == snap
+
+
+def test_a_version_1_json_document_still_reads():
+    document = json.loads(SAMPLE.to_json())
+    assert document["version"] == 2 and document["kinds"] == ["threads", "tasks"]
+    document["version"] = 1
+    del document["kinds"]
+    old = Snapshot.from_json(json.dumps(document))
+    assert old == SAMPLE
+    assert old.kinds == ("threads", "tasks")
+    document.pop("tasks")
+    with pytest.raises(ValueError, match="snapshot has no 'tasks'"):
+        Snapshot.from_json(json.dumps(document))
+
+
+def test_an_unknown_header_word_is_a_value_error_naming_every_header():
+    from leakcheck.kinds.registry import KIND_NAMES, kind
+
+    with pytest.raises(ValueError, match="not a leakcheck dump: line 3: expected a header") as raised:
+        parse_dump(_head("1 thread, 0 tasks") + "Goroutine 1 [running]:\n")
+    message = str(raised.value)
+    for name in KIND_NAMES:
+        assert f"'{kind(name).info_type.header_word} ...'" in message, message
+    assert "'Goroutine 1 [running]:'" in message
+
+
+@pytest.mark.parametrize(
+    "counts", ["0 threads, 1 goroutine", "1 socket", "0 thread descriptors", "0 Threads", "threads"]
+)
+def test_an_unknown_noun_in_the_head_is_a_value_error_naming_every_kind(counts):
+    from leakcheck.kinds.registry import KIND_NAMES, kind
+
+    with pytest.raises(ValueError, match="not a leakcheck dump: line 1: expected counts of") as raised:
+        parse_dump(_head(counts))
+    message = str(raised.value)
+    for name in KIND_NAMES:
+        assert kind(name).info_type.plural in message, message
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [
+        "0 threads, 0 tasks, 0 threads",
+        "1 thread, 0 threads",
+        "0 tasks, 1 task",
+        "0 file descriptors, 0 file descriptors",
+        "0 processes, 0 threads, 1 process",
+    ],
+)
+def test_a_head_that_counts_a_kind_twice_is_a_value_error(counts):
+    with pytest.raises(ValueError, match="not a leakcheck dump: line 1: expected counts of"):
+        parse_dump(_head(counts))
+
+
+def test_a_block_of_a_kind_the_head_does_not_count_is_a_value_error():
+    fd = _one_record_of("fds")
+    with pytest.raises(ValueError, match="not a leakcheck dump: line 3: the head counts no file descriptors"):
+        parse_dump(_head("0 threads, 0 tasks") + f"{fd.header}\n{fd.stack}")
+
+
+@pytest.mark.parametrize(
+    ("kinds", "message"),
+    [
+        (["threads", "sockets"], "unknown or repeated kind 'sockets'"),
+        (["threads", "tasks", "threads"], "unknown or repeated kind 'threads'"),
+        (["Threads"], "unknown or repeated kind 'Threads'"),
+        ([3], "unknown or repeated kind 'int'"),
+        (["threads", "fds"], "snapshot has no 'fds'"),
+        ("threads", "snapshot.kinds is str"),
+        (None, "snapshot.kinds is NoneType"),
+    ],
+)
+def test_a_json_kinds_list_naming_an_unknown_or_repeated_kind_is_a_value_error(kinds, message):
+    document = json.loads(SAMPLE.to_json())
+    document["kinds"] = kinds
+    with pytest.raises(ValueError) as raised:
+        Snapshot.from_json(json.dumps(document))
+    assert str(raised.value).startswith("not a leakcheck snapshot: ")
+    assert message in str(raised.value)
+
+
+def test_a_version_2_document_without_kinds_is_a_value_error():
+    document = json.loads(SAMPLE.to_json())
+    del document["kinds"]
+    with pytest.raises(ValueError, match="snapshot has no 'kinds'"):
+        Snapshot.from_json(json.dumps(document))

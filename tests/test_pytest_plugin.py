@@ -1643,3 +1643,179 @@ def test_scenario_failing_test_that_also_leaks(pytester):
     result.stdout.fnmatch_lines(
         ["FAILED test_inner.py::test_fails_and_leaks*", "ERROR test_inner.py::test_fails_and_leaks*"]
     )
+
+
+# -- kinds beyond threads and tasks: --leakcheck-kinds, ini leakcheck_kinds and the marker
+
+
+class _Kept:
+    """A plugin for an inner session: its ``kept`` fixture holds what inner tests leak on purpose.
+
+    The outer test closes or waits for it: an in-process session's leaks are this process's.
+    """
+
+    def __init__(self) -> None:
+        self.objects: list = []
+
+    @pytest.fixture
+    def kept(self) -> list:
+        return self.objects
+
+
+def run_keeping(pytester: pytest.Pytester, kept: _Kept, *args: str) -> pytest.RunResult:
+    return pytester.runpytest(*QUIET, *args, plugins=[kept])
+
+
+FILES = """
+    def test_leaves_a_file_open(kept, tmp_path):
+        kept.append(open(tmp_path / "leaked.log", "w"))
+
+    def test_closes_its_file(tmp_path):
+        with open(tmp_path / "closed.log", "w") as f:
+            f.write("x")
+"""
+
+
+def test_kinds_option_with_fds_reports_a_leaked_file_by_its_path(pytester):
+    write_tests(pytester, FILES)
+    kept = _Kept()
+    try:
+        result = run_keeping(pytester, kept, "--leakcheck", GRACE, "--leakcheck-kinds=threads,fds")
+        result.assert_outcomes(passed=2, errors=1)
+        assert len(reports(result)) == 1
+        (leaked,) = kept.objects
+        report = report_of(result, "test_inner.py::test_leaves_a_file_open")
+        assert f"FD {leaked.fileno()} (type=file) [open]:" in report
+        assert leaked.name in report
+        assert "closed.log" not in str(result.stdout)
+    finally:
+        for f in kept.objects:
+            f.close()
+
+
+@pytest.mark.parametrize("capture", ["--capture=fd", "--capture=sys", "--capture=no", "--capture=tee-sys"])
+def test_fds_finds_nothing_in_clean_tests_whatever_the_capture(pytester, capture):
+    # The fd capture dup2()s its files onto descriptors 1 and 2, and back, around every test: nobody's leak.
+    write_tests(
+        pytester,
+        """
+        import sys
+
+        def test_prints():
+            print("out")
+            print("err", file=sys.stderr)
+
+        def test_clean(tmp_path):
+            (tmp_path / "x.log").write_text("x")
+        """,
+    )
+    assert_clean(run(pytester, capture, "--leakcheck", GRACE, "--leakcheck-kinds=threads,fds"), passed=2)
+
+
+def test_files_are_not_checked_unless_asked_for(pytester):
+    write_tests(pytester, FILES)
+    kept = _Kept()
+    try:
+        assert_clean(run_keeping(pytester, kept, "--leakcheck", GRACE), passed=2)
+    finally:
+        for f in kept.objects:
+            f.close()
+
+
+CHILDREN = """
+    import subprocess
+    import sys
+
+    def test_leaves_a_child_running(kept):
+        command = [sys.executable, "-c", "import sys; sys.stdin.read()", "inner-child"]
+        kept.append(subprocess.Popen(command, stdin=subprocess.PIPE))
+
+    def test_waits_for_its_child():
+        with subprocess.Popen([sys.executable, "-c", "pass"]):
+            pass
+"""
+
+
+def test_ini_kinds_with_processes_reports_a_leaked_child(pytester):
+    pytester.makeini("[pytest]\nleakcheck_kinds = processes\n")
+    write_tests(pytester, CHILDREN)
+    kept = _Kept()
+    try:
+        result = run_keeping(pytester, kept, "--leakcheck", GRACE)
+        result.assert_outcomes(passed=2, errors=1)
+        assert len(reports(result)) == 1
+        (child,) = kept.objects
+        report = report_of(result, "test_inner.py::test_leaves_a_child_running")
+        assert f"(pid={child.pid})" in report
+        assert "inner-child" in report
+        assert "leaked process" in report
+    finally:
+        for child in kept.objects:
+            child.stdin.close()
+            child.wait(JOIN_TIMEOUT)
+
+
+JOIN_TIMEOUT = 10.0
+
+
+def test_marker_turns_on_fds_for_its_test(pytester):
+    write_tests(
+        pytester,
+        """
+        @pytest.mark.leakcheck(fds=True)
+        def test_marked(kept, tmp_path):
+            kept.append(open(tmp_path / "marked.log", "w"))
+
+        def test_unmarked(kept, tmp_path):
+            kept.append(open(tmp_path / "unmarked.log", "w"))
+        """,
+    )
+    kept = _Kept()
+    try:
+        result = run_keeping(pytester, kept, GRACE)
+        result.assert_outcomes(passed=2, errors=1)
+        assert len(reports(result)) == 1
+        marked = next(f for f in kept.objects if f.name.endswith("marked.log") and "unmarked" not in f.name)
+        assert marked.name in report_of(result, "test_inner.py::test_marked")
+        assert "unmarked.log" not in str(result.stdout)
+    finally:
+        for f in kept.objects:
+            f.close()
+
+
+@pytest.mark.parametrize(
+    ("marker", "fragment"),
+    [
+        ("fds='yes'", "fds must be True or False, not 'yes'"),
+        ("processes=1", "processes must be True or False, not 1"),
+        ("os_threads=None", "os_threads must be True or False, not None"),
+        ("sockets=True", "unknown option 'sockets'"),
+    ],
+)
+def test_marker_with_a_bad_kind_is_a_usage_error(pytester, marker, fragment):
+    write_tests(pytester, f"@pytest.mark.leakcheck({marker})\ndef test_marked():\n    pass\n")
+    result = run(pytester)
+    assert_usage_error(result, "test_inner.py::test_marked: @pytest.mark.leakcheck: ", fragment)
+    if "unknown option" in fragment:
+        from leakcheck.kinds.registry import KIND_NAMES
+
+        assert all(name in str(result.stderr) for name in KIND_NAMES), str(result.stderr)
+
+
+@pytest.mark.parametrize("kinds", ["threads,sockets", "probes", "threads,fd"])
+def test_bad_kinds_are_a_usage_error_naming_every_valid_kind(pytester, kinds):
+    from leakcheck.kinds.registry import flag_kinds
+
+    result = run(pytester, f"--leakcheck-kinds={kinds}")
+    assert_usage_error(result, "--leakcheck-kinds", repr(kinds))
+    assert ", ".join(flag_kinds()) in str(result.stderr)
+
+
+def test_help_lists_every_flag_kind(pytester):
+    from leakcheck.kinds.registry import KIND_NAMES, flag_kinds
+
+    assert set(flag_kinds()) == set(KIND_NAMES) - {"probes"}
+    text = " ".join(str(run(pytester, "--help").stdout).split())
+    listed = ",".join(flag_kinds())
+    assert f"--leakcheck-kinds=KINDS comma-separated kinds to check: {listed} (default: threads,tasks)" in text
+    assert f"kinds to check: {listed}" in text.split("leakcheck_kinds", 1)[1]

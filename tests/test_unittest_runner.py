@@ -569,3 +569,102 @@ def test_verbose_prints_one_status_for_a_test_that_fails_and_leaks(tmp_path: Pat
     assert len(re.findall(r"\.\.\. FAIL$", output, re.MULTILINE)) == 1, output
     assert output.count("FAIL: test_fails_and_leaks") == 2, output  # both failures are listed at the end
     assert "thread 'broken-poller' in test_broken.poll_forever" in output
+
+
+# -- kinds beyond threads and tasks: --kinds (alias of --leakcheck-kinds)
+
+FILES = """
+import os
+import unittest
+
+KEPT = []
+
+
+class FileTests(unittest.TestCase):
+    def test_closes_its_file(self):
+        with open(os.path.join(os.getcwd(), "closed.log"), "w") as f:
+            f.write("x")
+
+    def test_leaves_a_file_open(self):
+        KEPT.append(open(os.path.join(os.getcwd(), "leaked.log"), "w"))
+"""
+
+
+@pytest.mark.parametrize("spelling", [["--kinds", "fds"], ["--kinds=threads,fds"], ["--leakcheck-kinds=fds"]])
+def test_kinds_with_fds_reports_a_leaked_file_by_its_path(tmp_path: Path, spelling: list) -> None:
+    write(tmp_path, "test_files.py", FILES)
+    proc = run_runner(tmp_path, FAST, *spelling, "-v", "test_files")
+    output = output_of(proc)
+    assert proc.returncode == 1, output
+    assert "Ran 2 tests" in output
+    assert "FAILED (failures=1)" in output
+    assert re.search(r"^test_closes_its_file \(test_files\.FileTests.*\) \.\.\. ok$", output, re.MULTILINE), output
+    assert re.search(r"^FAIL: test_leaves_a_file_open \(", output, re.MULTILINE), output
+    assert str(tmp_path / "leaked.log") in output
+    assert "closed.log" not in output
+
+
+def test_files_are_not_checked_unless_asked_for(tmp_path: Path) -> None:
+    write(tmp_path, "test_files.py", FILES)
+    proc = run_runner(tmp_path, FAST, "test_files")
+    output = output_of(proc)
+    assert proc.returncode == 0, output
+    assert "leakcheck:" not in output
+
+
+CHILDREN = """
+import subprocess
+import sys
+import unittest
+
+KEPT = []
+
+
+def tearDownModule():
+    for child in KEPT:
+        child.stdin.close()
+        child.wait()
+
+
+class ChildTests(unittest.TestCase):
+    def test_leaves_a_child_running(self):
+        command = [sys.executable, "-c", "import sys; sys.stdin.read()", "runner-child"]
+        KEPT.append(subprocess.Popen(command, stdin=subprocess.PIPE))
+        print(f"child pid {KEPT[-1].pid}", flush=True)
+"""
+
+
+def test_kinds_with_processes_reports_a_leaked_child(tmp_path: Path) -> None:
+    write(tmp_path, "test_children.py", CHILDREN)
+    proc = run_runner(tmp_path, FAST, "--kinds", "processes", "test_children")
+    output = output_of(proc)
+    assert proc.returncode == 1, output
+    pid = re.search(r"^child pid (\d+)$", output, re.MULTILINE)
+    assert pid is not None, output
+    assert f"(pid={pid[1]})" in output
+    assert "runner-child" in output
+
+
+@pytest.mark.parametrize("argument", [["--kinds", "sockets"], ["--kinds=threads,sockets"], ["--kinds", "probes"]])
+def test_kinds_naming_no_flag_kind_is_a_usage_error_naming_the_kinds(tmp_path: Path, argument: list) -> None:
+    from leakcheck.kinds.registry import flag_kinds
+
+    write(tmp_path, "test_service.py", SERVICE)
+    proc = run_runner(tmp_path, *argument)
+    assert proc.returncode == 2, output_of(proc)
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, proc.stderr
+    assert errors[0].startswith("python -m leakcheck.unittest: error: --leakcheck-kinds (--kinds): unknown kind")
+    assert ", ".join(flag_kinds()) in errors[0]
+    assert "Traceback" not in proc.stderr
+    assert "Ran " not in proc.stderr
+
+
+def test_help_lists_every_flag_kind(tmp_path: Path) -> None:
+    from leakcheck.kinds.registry import flag_kinds
+
+    proc = run_runner(tmp_path, "--help")
+    text = " ".join(output_of(proc).split())
+    assert proc.returncode == 0, output_of(proc)
+    assert re.search(r"--kinds( KINDS)?, --leakcheck-kinds KINDS", text), text  # 3.13 names the metavar once
+    assert f"what to check, comma-separated: {','.join(flag_kinds())} (default: threads,tasks)" in text

@@ -555,7 +555,6 @@ class OsThreadKind(Kind):
 
     name = "os_threads"
     info_type = OsThreadInfo
-    default = False
     has_stacks = True
 
     def check_supported(self) -> None:
