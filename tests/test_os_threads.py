@@ -17,6 +17,7 @@ import pytest
 import leakcheck
 from leakcheck.kinds import os_threads
 from leakcheck.kinds.os_threads import KIND, OsThread, OsThreadInfo
+from leakcheck.kinds.registry import DEFAULT_KINDS
 from leakcheck.records import Frame
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc/self/task")
@@ -436,7 +437,8 @@ def test_check_supported_without_proc(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_kind_attributes() -> None:
-    assert (KIND.name, KIND.default, KIND.has_stacks, KIND.info_type) == ("os_threads", False, True, OsThreadInfo)
+    assert (KIND.name, KIND.has_stacks, KIND.info_type) == ("os_threads", True, OsThreadInfo)
+    assert "os_threads" not in DEFAULT_KINDS
     assert (OsThreadInfo.kind, OsThreadInfo.plural, OsThreadInfo.header_word) == ("OS thread", "OS threads", "OSThread")
 
 
