@@ -28,7 +28,23 @@ _R = TypeVar("_R", bound="_Record")
 
 
 def _rebuild(cls: Type[_R], fields: Dict[str, Any]) -> _R:
-    return cls(**fields)
+    """A record with exactly these fields, as pickled: no constructor runs, so none has to take them all."""
+    record = cls.__new__(cls)
+    for name, value in fields.items():
+        object.__setattr__(record, name, value)
+    for name in _fields_of(cls):
+        if name not in fields:  # a private field pickling leaves out (a live Snapshot's census)
+            object.__setattr__(record, name, None)
+    return record
+
+
+def _fields_of(cls: type) -> Tuple[str, ...]:
+    """Every slot of ``cls`` and its bases."""
+    names: Dict[str, None] = {}
+    for klass in reversed(cls.__mro__):
+        slots = vars(klass).get("__slots__", ())
+        names.update((name, None) for name in ((slots,) if isinstance(slots, str) else slots))
+    return tuple(names)
 
 
 class _Record:
@@ -72,8 +88,9 @@ class _Record:
         raise AttributeError(f"{self.__class__.__name__} is immutable: cannot delete {name!r}")
 
     def __reduce__(self) -> Tuple[Any, ...]:
-        # The compared fields only: a live Snapshot's identity tokens are weak references.
-        return _rebuild, (self.__class__, {name: getattr(self, name) for name in self._compared})
+        # Every public field; not the private ones: a live Snapshot's identity tokens are weak references.
+        fields = {name: getattr(self, name) for name in _fields_of(self.__class__) if not name.startswith("_")}
+        return _rebuild, (self.__class__, fields)
 
 
 class Frame(NamedTuple):

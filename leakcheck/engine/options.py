@@ -104,10 +104,9 @@ class UnknownOption(TypeError, ValueError):
 
 
 def unknown_option(name: str, where: str, allowed: Iterable[str]) -> UnknownOption:
-    return UnknownOption(
-        f"{where} got an unknown option {name!r}: the kinds are {', '.join(KIND_NAMES)}; "
-        f"the options are {', '.join(name for name in allowed if name not in KIND_NAMES)}"
-    )
+    others = [option for option in allowed if option not in KIND_NAMES]
+    also = f"; the other options are {', '.join(others)}" if others else ""
+    return UnknownOption(f"{where} got an unknown option {name!r}: the kinds are {', '.join(KIND_NAMES)}{also}")
 
 
 NOTHING_CHECKED = (

@@ -11,7 +11,7 @@ from ..kinds.base import Kind
 from ..kinds.registry import KIND_NAMES
 from ..reporting.snapshot import Snapshot
 from .compare import take_census
-from .options import configure_kinds
+from .options import configure_kinds, unknown_option
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -41,7 +41,7 @@ def snapshot(**kinds: Unpack[KindOptions]) -> Snapshot:
 def _kinds(given: KindOptions) -> Tuple[Kind, ...]:
     for name in given:
         if name not in KIND_NAMES:
-            raise ValueError(f"snapshot() got an unknown kind {name!r}: the kinds are {', '.join(KIND_NAMES)}")
+            raise unknown_option(name, "snapshot()", KIND_NAMES)
     chosen = configure_kinds(given)
     if not chosen:
         raise ValueError(f"snapshot() with every kind off captures nothing: the kinds are {', '.join(KIND_NAMES)}")

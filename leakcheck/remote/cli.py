@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     stacks.add_argument(
         "--kinds",
         type=_kinds,
-        default="",
+        default=None,
         metavar="KINDS",
         help=f"comma-separated kinds to capture: {','.join(flag_kinds())} (default: threads,tasks)",
     )
@@ -125,7 +125,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "stacks":
             from .endpoint import check_token, select_stacks
 
-            taken = select_stacks(take(args.target, 5.0, check_token(token), args.kinds), args.match)
+            taken = select_stacks(take(args.target, 5.0, check_token(token), args.kinds or ""), args.match)
             sys.stdout.write(taken.to_json() + "\n" if args.json else str(taken))
             return 0
         if not args.absent and not args.present:

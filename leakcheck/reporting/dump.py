@@ -237,7 +237,9 @@ def _counts(text: str, lines: _Lines) -> Dict[str, int]:
     for part in text.split(", "):
         found = _COUNT.fullmatch(part)
         name = _by_noun().get(found["noun"]) if found is not None else None
-        if found is None or name is None or name in counts:
+        if name is not None and name in counts:
+            raise lines.error(f"the head counts {name} twice")
+        if found is None or name is None:
             nouns = ", ".join(sorted({kind.info_type.plural for kind in kinds().values()}))
             raise lines.error(f"expected counts of {nouns} in the head, not {part[:80]!r}")
         counts[name] = lines.integer(found["count"], f"{found['noun']} count")
