@@ -51,22 +51,6 @@ def test_stacks_prints_the_dump(server, follower):
     assert "Thread 'log-follower'" in result.stdout and "follow_logs" in result.stdout
 
 
-def test_stacks_asks_for_the_kinds_given(server, tmp_path):
-    path = tmp_path / "cli-kinds.log"
-    with open(path, "w"):
-        result = cli("stacks", server.url, "--kinds", "fds", "--match", "cli-kinds")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0].endswith("): 1 file descriptor")
-    assert f"Target: {path}" in result.stdout
-
-
-def test_stacks_with_an_unknown_kind_is_a_usage_error_naming_the_kinds(server):
-    result = cli("stacks", server.url, "--kinds", "sockets")
-    assert result.returncode == 2
-    assert "unknown kind 'sockets'" in result.stderr and "threads, tasks, processes, fds, os_threads" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
 def test_stacks_keeps_only_the_matching_stacks_and_prints_json(server, follower):
     result = cli("stacks", server.url, "--match", HANDLER, "--json")
     assert result.returncode == 0, result.stderr

@@ -9,6 +9,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -672,3 +673,24 @@ def test_a_standard_stream_opened_in_the_block_is_new() -> None:
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True).stdout
     assert "1 leaked file descriptor" in out and "'/dev/null' (fd 0)" in out, out
+
+
+def test_a_connection_the_stack_endpoint_accepted_is_never_a_leak() -> None:
+    """A client connected to an in-process endpoint while a block runs: the accepted socket is leakcheck's."""
+    with leakcheck.serve_stacks(port=0) as server:
+        assert server.host is not None and server.port is not None
+        accepted_one = threading.Event()
+        accept = server._accept
+
+        def accept_and_tell() -> None:  # runs on the server's thread
+            accept()
+            accepted_one.set()
+
+        server._accept = accept_and_tell  # type: ignore[method-assign]
+        with leakcheck.no_leaks(fds=True, timeout=0.05), socket.create_connection((server.host, server.port)) as client:
+            client.sendall(b"GET / HTTP/1.1\r\n")  # a request that never ends: the connection stays open
+            assert accepted_one.wait(30)
+            (accepted,) = server._arriving
+            assert fds.is_own(accepted.fileno())
+            client_fd = client.fileno()
+        assert not fds.is_own(client_fd)  # the client's end is the block's own, and closed by its with

@@ -124,3 +124,12 @@ def test_a_task_header_escapes_coroutine_and_state_text_that_could_pass_for_othe
         id=0x10, name="t", coro=coro, state=state, thread_ident=1, frames=(), awaiting="", stack=""
     )
     assert task.header == f"Task 't' (id=0x10, {shown}"
+
+
+def test_a_snapshot_holds_at_least_one_kind_and_only_records_of_each() -> None:
+    with pytest.raises(ValueError, match="a snapshot holds at least one kind"):
+        Snapshot(records={})
+    with pytest.raises(TypeError, match="threads holds ThreadInfo records, not int"):
+        Snapshot(records={"threads": [1]})  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="tasks holds TaskInfo records, not ThreadInfo"):
+        LeakReport(tasks=(thread_info(),))  # type: ignore[arg-type]

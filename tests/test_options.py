@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import decimal
 import inspect
 import re
 import threading
@@ -430,3 +431,9 @@ def test_huge_timeout_is_rejected_up_front_or_works():
             thread.start()
     finally:
         thread.join(5)
+
+
+@pytest.mark.parametrize("timeout", [10**400, decimal.Decimal("sNaN")])
+def test_a_timeout_no_float_holds_is_a_value_error_naming_it(timeout: object) -> None:
+    with pytest.raises(ValueError, match="timeout must be a finite number of seconds >= 0"):
+        no_leaks(timeout=timeout)  # type: ignore[arg-type]

@@ -351,10 +351,6 @@ def test_methods_are_case_sensitive(server: StackServer) -> None:
         "?match=a&debug=2",
         "?" + "&".join(["match=a"] * 33),  # more keywords than served
         "?" + "&".join(["format=text"] * 65),  # more fields than parsed
-        "?kinds=sockets",
-        "?kinds=",
-        "?kinds=probes",  # needs objects: not a value of a query
-        "?kinds=threads&kinds=fds",
     ],
 )
 def test_bad_query_is_400(server: StackServer, query: str) -> None:
@@ -362,20 +358,6 @@ def test_bad_query_is_400(server: StackServer, query: str) -> None:
     assert status == 400
     assert headers["Content-Type"].startswith("text/plain")
     assert body.startswith(b"400 Bad Request: ")
-
-
-def test_kinds_asks_for_other_kinds_of_resource(server: StackServer, tmp_path: Any) -> None:
-    """``?kinds=`` as ``--leakcheck-kinds`` has them: here a descriptor open on a file named for this test."""
-    path = tmp_path / "kinds-query.log"
-    with open(path, "w") as log:
-        status, _, body = fetch(server.url + "?kinds=fds&match=kinds-query")
-        assert status == 200
-        taken = parse_dump(body.decode("utf-8"))
-        assert taken.kinds == ("fds",)
-        assert [(info.name, getattr(info, "fd", None)) for info in taken.of("fds")] == [(str(path), log.fileno())]
-        status, _, body = fetch(server.url + "?format=json&kinds=threads,tasks,fds")
-        assert status == 200
-        assert leakcheck.Snapshot.from_json(body).kinds == ("threads", "tasks", "fds")
 
 
 def test_32_match_keywords_are_served(server: StackServer, parked: helpers.ParkedThreads) -> None:

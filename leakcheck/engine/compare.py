@@ -65,8 +65,10 @@ class _Reported:
     def forget_ended(self, kind: Kind) -> None:
         values = self._values.get(kind.name)
         if values:
-            for key, obj in list(values.items()):
-                if not kind.is_alive(obj):
+            remembered = list(values.items())
+            alive = {id(obj) for obj in kind.alive_among([obj for _, obj in remembered])}
+            for key, obj in remembered:
+                if id(obj) not in alive:
                     values.pop(key, None)
 
     def __contains__(self, found: Tuple[Kind, Any]) -> bool:
@@ -146,7 +148,7 @@ def _without_garbage(leaked: Dict[Kind, Found], matchers: Dict[Kind, Sequence[Ma
         del objs
     gc.collect()
     for kind, refs in weak.items():
-        survivors = [obj for obj in (ref() for ref in refs) if obj is not None and kind.is_alive(obj)]
+        survivors = kind.alive_among([obj for obj in (ref() for ref in refs) if obj is not None])
         leaked[kind] = _not_ignored(kind, survivors, matchers[kind])
     return leaked
 
@@ -194,10 +196,7 @@ def check_steps(before: Census, options: Options) -> Steps[LeakReport]:
     for slice_deadline in slices:
         if any(suspects.values()):
             yield Wait(tuple(suspects.items()), slice_deadline, poll=polling)
-        leaked = {
-            kind: _not_ignored(kind, [obj for obj in objs if kind.is_alive(obj)], matchers[kind])
-            for kind, objs in suspects.items()
-        }
+        leaked = {kind: _not_ignored(kind, kind.alive_among(objs), matchers[kind]) for kind, objs in suspects.items()}
         suspects = {kind: objs for kind, (objs, _) in leaked.items() if objs}
         if not suspects or time.monotonic() >= deadline:
             break

@@ -60,7 +60,11 @@ class Options(NamedTuple):  # not a dataclass: a NamedTuple class costs a tenth 
 def check_timeout(timeout: object, what: str = "timeout") -> float:
     if isinstance(timeout, (bool, complex)) or not isinstance(timeout, numbers.Number):
         raise TypeError(f"{what} must be a number of seconds, not {type(timeout).__name__}")
-    value = float(timeout)  # type: ignore[arg-type]
+    try:
+        value = float(timeout)  # type: ignore[arg-type]
+    except (OverflowError, ValueError):  # 10**400; Decimal("sNaN")
+        shown = repr(timeout) if len(repr(timeout)) <= 40 else repr(timeout)[:40] + "..."
+        raise ValueError(f"{what} must be a finite number of seconds >= 0, not {shown}") from None
     if math.isnan(value) or value < 0 or math.isinf(value):
         raise ValueError(f"{what} must be a finite number of seconds >= 0, not {timeout!r}")
     if value > threading.TIMEOUT_MAX:  # what Thread.join and Event.wait accept

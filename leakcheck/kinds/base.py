@@ -193,6 +193,10 @@ class Kind:
     def is_alive(self, obj: Any) -> bool:
         raise NotImplementedError
 
+    def alive_among(self, objs: Sequence[Any]) -> List[Any]:
+        """Those of ``objs`` still alive, in order; a kind that lists all of its resources at once does it once."""
+        return [obj for obj in objs if self.is_alive(obj)]
+
     def describe(self, objs: Sequence[Any]) -> Sequence[InfoRecord]:
         """Records, in the order of ``objs``; never raises for a resource that ended meanwhile."""
         raise NotImplementedError

@@ -460,6 +460,17 @@ def _threading_threads(live_tids: AbstractSet[int]) -> Iterator[Tuple[Optional[i
             yield ident, native_id
 
 
+def _started_by_threading() -> Set[int]:
+    """The TIDs of the live threads ``threading`` started: not its dummies, which stand for threads it did not."""
+    return {
+        native_id
+        for thread in live_threads()
+        if not isinstance(thread, threading._DummyThread)
+        for native_id in [getattr(thread, "native_id", None)]
+        if native_id is not None
+    }
+
+
 def _known_pairs(live_tids: AbstractSet[int]) -> List[Tuple[int, int]]:
     """``(ident, tid)`` of threads known to be each other: the caller, then the live ``Thread`` objects."""
     known = [(threading.get_ident(), threading.get_native_id())]
@@ -593,12 +604,18 @@ class OsThreadKind(Kind):
     def live(self) -> List[OsThread]:
         return _threads(_take_view(), None)
 
+    def identity(self, obj: Any) -> Optional[Hashable]:
+        thread: OsThread = obj
+        # However the thread was paired when it was found, its TID (or else its ident) is what it is.
+        return ("tid", thread.tid, thread.starttime) if thread.tid is not None else ("ident", thread.ident)
+
     def is_alive(self, obj: Any) -> bool:
         thread: OsThread = obj
-        owned_tids, owned_idents = _threading_ids(set(_tids()))
         if thread.tid is not None:
-            # Gone, or a Thread object now (a _thread thread that called threading.current_thread()).
-            return _starttime(thread.tid) == thread.starttime and thread.tid not in owned_tids
+            # Gone, or started by threading after all (a Thread of its own).  A _thread thread that
+            # calls threading.current_thread() (logging does) gets a _DummyThread: it stays this kind's.
+            return _starttime(thread.tid) == thread.starttime and thread.tid not in _started_by_threading()
+        _, owned_idents = _threading_ids(set(_tids()))
         frames_by_ident = sys._current_frames()
         try:
             return thread.ident in frames_by_ident and thread.ident not in owned_idents

@@ -195,13 +195,12 @@ class _BoundProbes(Kind):
 
     def resolve(self, tokens: AbstractSet[Hashable]) -> List[Any]:
         by_name = {probe.name: probe for probe in self._probes}
-        found = []
-        for token in tokens:
-            if isinstance(token, tuple) and len(token) == 2 and token[0] in by_name:
-                resource = _Resource(by_name[token[0]], token[1])
-                if self.is_alive(resource):
-                    found.append(resource)
-        return found
+        found = [
+            _Resource(by_name[token[0]], token[1])
+            for token in tokens
+            if isinstance(token, tuple) and len(token) == 2 and token[0] in by_name
+        ]
+        return self.alive_among(found)
 
     def live(self) -> List[Any]:
         return [_Resource(probe, key) for probe in self._probes for key in _listing(probe)]
@@ -213,6 +212,18 @@ class _BoundProbes(Kind):
     def is_alive(self, obj: Any) -> bool:
         resource: _Resource = obj
         return resource.key in _listing(resource.probe)
+
+    def alive_among(self, objs: Sequence[Any]) -> List[Any]:
+        listings: Dict[int, Mapping[Hashable, str]] = {}  # one snapshot() per probe, however many keys
+        alive = []
+        for resource in objs:
+            probe = resource.probe
+            listing = listings.get(id(probe))
+            if listing is None:
+                listing = listings[id(probe)] = _listing(probe)
+            if resource.key in listing:
+                alive.append(resource)
+        return alive
 
     def describe(self, objs: Sequence[Any]) -> List[ProbeInfo]:
         listings: Dict[str, Mapping[Hashable, str]] = {}
@@ -229,7 +240,7 @@ class _BoundProbes(Kind):
         delay = 0.001
         pending = list(objs)
         while pending and time.monotonic() < deadline:
-            pending = [resource for resource in pending if self.is_alive(resource)]
+            pending = self.alive_among(pending)
             if pending:
                 time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
                 delay = min(delay * 2, _POLL_CAP)

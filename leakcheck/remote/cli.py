@@ -22,8 +22,7 @@ import sys
 from typing import Optional, Sequence
 
 from .. import __version__
-from ..engine.options import parse_kinds, parse_seconds
-from ..kinds.registry import flag_kinds
+from ..engine.options import parse_seconds
 from .assertions import assert_no_stack_match, assert_stack_match
 from .client import RemoteError, Source, check_source, take
 
@@ -53,15 +52,6 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(str(problem)) from None
 
 
-def _kinds(text: str) -> str:
-    """``--kinds``, checked here: an unknown kind is a usage error naming the kinds."""
-    try:
-        chosen = parse_kinds(text, "--kinds")
-    except ValueError as problem:
-        raise argparse.ArgumentTypeError(str(problem)) from None
-    return ",".join(name for name, on in chosen.items() if on)
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Read and check the thread and task stacks of another process."
@@ -74,13 +64,6 @@ def _parser() -> argparse.ArgumentParser:
     stacks.add_argument("target", type=_target, metavar="PID|URL", help=target_help)
     stacks.add_argument("--match", action="append", default=[], metavar="KEYWORD", help="keep stacks containing it")
     stacks.add_argument("--json", action="store_true", help="print JSON instead of the text dump")
-    stacks.add_argument(
-        "--kinds",
-        type=_kinds,
-        default=None,
-        metavar="KINDS",
-        help=f"comma-separated kinds to capture: {','.join(flag_kinds())} (default: threads,tasks)",
-    )
 
     check = commands.add_parser(
         "check",
@@ -125,7 +108,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "stacks":
             from .endpoint import check_token, select_stacks
 
-            taken = select_stacks(take(args.target, 5.0, check_token(token), args.kinds or ""), args.match)
+            taken = select_stacks(take(args.target, 5.0, check_token(token)), args.match)
             sys.stdout.write(taken.to_json() + "\n" if args.json else str(taken))
             return 0
         if not args.absent and not args.present:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import http.client
 from typing import Dict, Optional, Tuple, Union
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from ..engine.options import check_timeout
 from ..reporting.snapshot import Snapshot
@@ -47,11 +47,11 @@ def check_source(source: object, what: str) -> Source:
     return source
 
 
-def _json_target(url: str, extra: str = "") -> Tuple[Tuple[str, str, int], str, str]:
-    """``(scheme, host, port)``, the ``Host`` header and the target asking for JSON (and ``extra``, a query)."""
+def _json_target(url: str) -> Tuple[Tuple[str, str, int], str, str]:
+    """``(scheme, host, port)``, the ``Host`` header and the target asking for JSON."""
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    query = "&".join(part for part in (parts.query, extra, "format=json") if part)
+    query = "&".join(part for part in (parts.query, "format=json") if part)
     return (parts.scheme, parts.hostname or "", port), parts.netloc, f"{parts.path or '/'}?{query}"
 
 
@@ -75,15 +75,15 @@ def fetch_snapshot(url: str, *, timeout: float = 5.0, token: Optional[str] = Non
     return _fetch_url(checked, check_timeout(timeout), check_token(token))
 
 
-def _fetch_url(url: str, timeout: float, token: Optional[bytes], extra: str = "") -> Snapshot:
-    address, host, target = _json_target(url, extra)
+def _fetch_url(url: str, timeout: float, token: Optional[bytes]) -> Snapshot:
+    address, host, target = _json_target(url)
     headers = {"Host": host, "Accept": "application/json"}
     if token is not None:
         headers["Authorization"] = f"Bearer {token.decode('ascii')}"
     return _exchange(url, address, target, headers, Deadline(timeout), None)
 
 
-def _fetch_pid(pid: int, timeout: float, extra: str = "") -> Snapshot:
+def _fetch_pid(pid: int, timeout: float) -> Snapshot:
     from .agent import agent_socket
 
     where = f"the agent of pid {pid}"
@@ -92,8 +92,7 @@ def _fetch_pid(pid: int, timeout: float, extra: str = "") -> Snapshot:
     except OSError as problem:
         raise RemoteError(f"cannot reach {where}: {problem}") from None
     headers = {"Host": "localhost", "Accept": "application/json"}
-    target = "/?" + "&".join(part for part in (extra, "format=json") if part)
-    return _exchange(where, ("http", "localhost", 0), target, headers, Deadline(timeout), path)
+    return _exchange(where, ("http", "localhost", 0), "/?format=json", headers, Deadline(timeout), path)
 
 
 def _exchange(
@@ -120,14 +119,10 @@ def _exchange(
     return _from_body(body, where)
 
 
-def take(source: Source, timeout: float, token: Optional[bytes] = None, kinds: str = "") -> Snapshot:
-    """One snapshot from a checked ``source``, within ``timeout`` seconds.
-
-    ``kinds`` asks the endpoint for those kinds (``"threads,fds"``), as ``--leakcheck-kinds`` has them.
-    """
+def take(source: Source, timeout: float, token: Optional[bytes] = None) -> Snapshot:
+    """One snapshot from a checked ``source``, within ``timeout`` seconds."""
     if isinstance(source, Snapshot):
         return source
-    extra = f"kinds={quote(kinds, safe=',')}" if kinds else ""
     if isinstance(source, int):
-        return _fetch_pid(source, timeout, extra)
-    return _fetch_url(source, timeout, token, extra)
+        return _fetch_pid(source, timeout)
+    return _fetch_url(source, timeout, token)

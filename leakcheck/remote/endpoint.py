@@ -9,8 +9,6 @@ serving the endpoint gets the same rules:
   (401 otherwise);
 - ``?format=text`` (the default) or ``?format=json``, and any number of
   ``?match=KEYWORD``, keeping the stacks whose block contains a keyword;
-- ``?kinds=threads,tasks,fds``: the kinds to capture (default: threads and
-  tasks), any of those ``--leakcheck-kinds`` takes;
 - any other query is a 400, never silently ignored.
 
 Only function names, files, line numbers and source lines leave the process:
@@ -20,11 +18,10 @@ never locals or argument values.
 from __future__ import annotations
 
 import hmac
-from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Callable, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 from urllib.parse import parse_qsl
 
 from ..engine.matching import validate_patterns
-from ..engine.options import parse_kinds
 from ..engine.snapshot import snapshot
 from ..reporting.snapshot import Snapshot
 
@@ -117,7 +114,7 @@ def refusal(method: str, headers: Mapping[str, str], token: Optional[bytes]) -> 
 
 
 def answer_query(query: str) -> Response:
-    """The stacks, as ``query`` asks for them (``format=``, ``match=``, ``kinds=``), or the 4xx for a wrong query."""
+    """The stacks, as ``query`` asks for them (``format=``, ``match=``), or the 4xx for a query that is wrong."""
     if len(query) > MAX_QUERY:
         return error(414, "URI Too Long", f"the query is longer than {MAX_QUERY} characters")
     try:
@@ -125,7 +122,6 @@ def answer_query(query: str) -> Response:
     except ValueError as problem:
         return error(400, "Bad Request", str(problem))
     wanted_format = "text"
-    kinds: Dict[str, bool] = {}
     keywords: List[str] = []
     for key, value in fields:
         if key == "format" and value in ("text", "json"):
@@ -136,21 +132,11 @@ def answer_query(query: str) -> Response:
             keywords.append(value)
         elif key == "match":
             return error(400, "Bad Request", "match needs a keyword")
-        elif key == "kinds" and not kinds:
-            try:
-                kinds = parse_kinds(value, "kinds")
-            except ValueError as problem:
-                return error(400, "Bad Request", str(problem))
-        elif key == "kinds":
-            return error(400, "Bad Request", "kinds= is given once, as a comma-separated list")
         else:
-            return error(400, "Bad Request", f"unknown query parameter {key!r}; use format=, match= and kinds=")
+            return error(400, "Bad Request", f"unknown query parameter {key!r}; use format= and match=")
     if len(keywords) > MAX_MATCHES:
         return error(400, "Bad Request", f"at most {MAX_MATCHES} match= keywords")
-    try:
-        taken = select_stacks(snapshot(**kinds), keywords)  # type: ignore[arg-type]
-    except ValueError as problem:  # a kind this platform cannot check
-        return error(400, "Bad Request", str(problem))
+    taken = select_stacks(snapshot(), keywords)
     if wanted_format == "json":
         return _response(200, "OK", taken.to_json(), "application/json")
     return _response(200, "OK", str(taken), "text/plain; charset=utf-8")

@@ -140,7 +140,7 @@ def _send_short(connection: socket.socket, response: Response, method: str) -> N
 
 
 def _close(resource: Any) -> None:
-    """Close a socket or selector of the server's, first giving up its descriptor as leakcheck's own."""
+    """Close a socket, connection or selector of the server's, first giving up its descriptor as leakcheck's own."""
     try:
         fd = resource.fileno()
     except (OSError, ValueError):  # closed already
@@ -259,7 +259,7 @@ class StackServer:
         finally:
             _close(self._selector)
             for arriving in self._arriving.values():
-                arriving.connection.close()
+                _close(arriving.connection)
             self._arriving.clear()
             _close(self._listener)
             _close(self._wake_reader)
@@ -274,7 +274,7 @@ class StackServer:
             if arriving is not None:
                 if arriving.connection in self._arriving:
                     self._forget(arriving)
-                arriving.connection.close()
+                _close(arriving.connection)
 
     def _until_next_event(self) -> Optional[float]:
         oldest = next(iter(self._arriving.values()), None)
@@ -287,7 +287,7 @@ class StackServer:
         now = time.monotonic()
         late = [arriving for arriving in self._arriving.values() if arriving.deadline <= now]
         for arriving in late:
-            self._forget(arriving).close()  # too slow: nobody waits for an answer
+            _close(self._forget(arriving))  # too slow: nobody waits for an answer
 
     def _forget(self, arriving: _Arriving) -> socket.socket:
         self._selector.unregister(arriving.connection)
@@ -297,6 +297,7 @@ class StackServer:
     def _accept(self) -> None:
         try:
             connection, _ = self._listener.accept()
+            own_fd(connection.fileno())
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return  # the client gave up between select() and accept()
         except OSError:
@@ -306,7 +307,7 @@ class StackServer:
             return
         connection.setblocking(False)
         if len(self._arriving) >= MAX_ARRIVING:
-            self._forget(next(iter(self._arriving.values()))).close()
+            _close(self._forget(next(iter(self._arriving.values()))))
         arriving = _Arriving(connection, time.monotonic() + REQUEST_TIMEOUT)
         self._arriving[connection] = arriving
         self._selector.register(connection, selectors.EVENT_READ, arriving)
@@ -330,7 +331,7 @@ class StackServer:
         elif arriving.started:
             request = error(400, "Bad Request", "the request ends before the blank line after the headers")
         else:
-            self._forget(arriving).close()  # connected and left without a word
+            _close(self._forget(arriving))  # connected and left without a word
             return
         connection = self._forget(arriving)
         if isinstance(request, Response):
@@ -350,7 +351,7 @@ class StackServer:
         with self._answering_lock:
             if self._closed.is_set():
                 self._slots.release()
-                connection.close()
+                _close(connection)
                 return
             try:
                 self._answering[connection] = start_helper(answer, "leakcheck-stack-request")
@@ -372,7 +373,7 @@ class StackServer:
         finally:
             with self._answering_lock:
                 del self._answering[connection]
-            connection.close()
+            _close(connection)
             self._slots.release()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from ..kinds.base import InfoRecord
-from ..kinds.registry import KIND_NAMES
+from ..kinds.registry import KIND_NAMES, kind
 from ..records import _Record
 
 if TYPE_CHECKING:
@@ -42,6 +42,12 @@ def by_kind(
         if name not in KIND_NAMES:
             raise ValueError(f"unknown kind {name!r}: the kinds are {', '.join(KIND_NAMES)}")
         merged[name] = tuple(records)
+    for name, records in merged.items():
+        if records:
+            info_type = kind(name).info_type
+            wrong = next((record for record in records if not isinstance(record, info_type)), None)
+            if wrong is not None:
+                raise TypeError(f"{name} holds {info_type.__name__} records, not {type(wrong).__name__}")
     return tuple((name, merged[name]) for name in KIND_NAMES if name in merged)
 
 
@@ -112,7 +118,10 @@ class Snapshot(ByKindRecord):
 
         Without ``records``, the snapshot holds threads and tasks, as snapshots always did.
         """
-        self._init(records=by_kind(records, threads, tasks), pid=pid, taken_at=taken_at, _census=_census)
+        held = by_kind(records, threads, tasks)
+        if not held:
+            raise ValueError(f"a snapshot holds at least one kind: {', '.join(KIND_NAMES)}")
+        self._init(records=held, pid=pid, taken_at=taken_at, _census=_census)
 
     def __str__(self) -> str:
         """The text dump; :func:`leakcheck.parse_dump` reads it back."""
