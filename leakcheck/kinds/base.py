@@ -36,6 +36,9 @@ from typing import (
 
 from ..records import Frame, _Record
 
+_FIRST_POLL = 0.001
+_POLL_CAP = 0.02
+
 Census = Dict[str, AbstractSet[Hashable]]
 """Census tokens per kind name."""
 
@@ -206,7 +209,21 @@ class Kind:
 
         Must work from any thread.  Objects that cannot end while the caller
         blocks (a task on the caller's own loop) are skipped, not polled.
+
+        This default is for resources that nothing announces the end of (a
+        closed descriptor, a returned connection): it looks again after 1 ms,
+        then at doubling intervals up to 20 ms.  A kind that can be told when
+        its resources end (joining a thread, a pidfd) does better.
         """
+        pending = list(objs)
+        delay = _FIRST_POLL
+        while pending:
+            pending = self.alive_among(pending)
+            left = deadline - time.monotonic()
+            if not pending or left <= 0:
+                return
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, _POLL_CAP)
 
     # -- what only some kinds need
 

@@ -48,7 +48,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import time
 from typing import AbstractSet, Any, Dict, FrozenSet, Hashable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from ..records import Frame, shown
@@ -59,7 +58,6 @@ _PROC_FD = "/proc/self/fd"
 _DEV_FD = "/dev/fd"
 """The descriptor directory of macOS and the BSDs (complete on FreeBSD only with fdescfs)."""
 
-_POLL_CAP = 0.02
 _NOTHING: FrozenSet[Hashable] = frozenset()
 
 _own: Set[int] = set()
@@ -463,18 +461,6 @@ class FdKind(Kind):
 
     def describe(self, objs: Sequence[Any]) -> List[FdInfo]:
         return [_describe(OpenFd(*obj)) for obj in objs]
-
-    def wait(self, objs: Sequence[Any], deadline: float) -> None:
-        # Nothing signals a close: poll, cheaply (one fstat per descriptor), backing off.
-        pending = list(objs)
-        delay = 0.001
-        while True:
-            pending = [obj for obj in pending if self.is_alive(obj)]
-            left = deadline - time.monotonic()
-            if not pending or left <= 0:
-                return
-            time.sleep(min(delay, left))
-            delay = min(delay * 2, _POLL_CAP)
 
     def may_be_garbage(self, obj: Any) -> bool:
         # Any descriptor may belong to a Python object (file, socket, selector, mmap) that only a garbage

@@ -77,7 +77,6 @@ import os
 import re
 import sys
 import threading
-import time
 from types import CodeType, FrameType
 from typing import (
     AbstractSet,
@@ -106,8 +105,6 @@ _MEMORY = "/proc/self/mem"
 _MAPS = "/proc/self/maps"
 
 _SELF_MODULES = ("leakcheck.",)
-_FIRST_DELAY = 0.001
-_DELAY_CAP = 0.02
 _DESCRIPTOR_SCAN = 2048
 _KNOWN_PAIRS = 8
 _STACK_GAP_LIMIT = 1 << 20
@@ -650,15 +647,7 @@ class OsThreadKind(Kind):
 
     def wait(self, objs: Sequence[Any], deadline: float) -> None:
         # Nothing to join: a _thread thread has no handle, a native one is not Python's.  So look again.
-        pending = [thread for thread in objs if not self.is_exempt(thread)]
-        delay = _FIRST_DELAY
-        while pending:
-            pending = [thread for thread in pending if self.is_alive(thread)]
-            left = deadline - time.monotonic()
-            if not pending or left <= 0:
-                return
-            time.sleep(min(delay, left))
-            delay = min(delay * 2, _DELAY_CAP)
+        super().wait([thread for thread in objs if not self.is_exempt(thread)], deadline)
 
     def is_exempt(self, obj: Any) -> bool:
         thread: OsThread = obj

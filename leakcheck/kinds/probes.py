@@ -16,7 +16,6 @@ never hold the resource itself if the check should not keep it alive.
 from __future__ import annotations
 
 import re
-import time
 from typing import (
     AbstractSet,
     Any,
@@ -35,7 +34,6 @@ from typing import (
 from ..records import LITERAL, Frame, shown
 from .base import InfoRecord, JsonFields, Kind, TextFields
 
-_POLL_CAP = 0.02
 _DESCRIPTION = "Description "
 
 
@@ -235,15 +233,6 @@ class _BoundProbes(Kind):
             description = listings[probe.name].get(resource.key, "(given back)")
             infos.append(ProbeInfo(probe.name, repr(resource.key), str(description)))
         return infos
-
-    def wait(self, objs: Sequence[Any], deadline: float) -> None:
-        delay = 0.001
-        pending = list(objs)
-        while pending and time.monotonic() < deadline:
-            pending = self.alive_among(pending)
-            if pending:
-                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                delay = min(delay * 2, _POLL_CAP)
 
 
 KIND = ProbesKind()
