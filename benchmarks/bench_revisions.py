@@ -4,6 +4,8 @@ Run from the repository root (git needed)::
 
     python benchmarks/bench_revisions.py                 # against d7ff64a, before the kinds redesign
     python benchmarks/bench_revisions.py --against REV --turns 7
+    python benchmarks/bench_revisions.py --tree DIR      # a checkout of the other revision made beforehand
+                                                         # (where git is missing: the sid root of .ci/sid)
 
 The other revision is checked out into a temporary git worktree.  Both run
 this checkout's ``bench_core.py --figures 1,6 --json``, each in a process of
@@ -47,22 +49,36 @@ def run_once(tree: str, rounds: int) -> Dict[str, Dict[str, float]]:
     return found
 
 
+Turns = Dict[str, List[Dict[str, Dict[str, float]]]]
+
+
+def take_turns(other: str, count: int, rounds: int) -> Turns:
+    """``count`` runs of each tree, taking turns, the other tree first."""
+    turns: Turns = {"other": [], "this": []}
+    for _ in range(count):
+        turns["other"].append(run_once(other, rounds))
+        turns["this"].append(run_once(ROOT, rounds))
+    return turns
+
+
 def main(argv: Sequence[str] = ()) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--against", default=BEFORE_REDESIGN, help=f"the other revision (default {BEFORE_REDESIGN})")
     parser.add_argument("--turns", type=int, default=5, help="runs of each tree, taking turns")
     parser.add_argument("--rounds", type=int, default=40, help="interleaved batches per figure in each run")
+    parser.add_argument("--tree", help="a checkout of the other revision to use, instead of making one from --against")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="leakcheck-bench-") as scratch:
-        other = os.path.join(scratch, "tree")
-        subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", "-q", other, args.against], check=True)
-        try:
-            turns: Dict[str, List[Dict[str, Dict[str, float]]]] = {"other": [], "this": []}
-            for _ in range(args.turns):
-                turns["other"].append(run_once(other, args.rounds))
-                turns["this"].append(run_once(ROOT, args.rounds))
-        finally:
-            subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", other], check=False)
+    if args.tree is not None:
+        turns = take_turns(os.path.abspath(args.tree), args.turns, args.rounds)
+        args.against = args.tree
+    else:
+        with tempfile.TemporaryDirectory(prefix="leakcheck-bench-") as scratch:
+            other = os.path.join(scratch, "tree")
+            subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", "-q", other, args.against], check=True)
+            try:
+                turns = take_turns(other, args.turns, args.rounds)
+            finally:
+                subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", other], check=False)
     print(f"clean check, this checkout against {args.against}: {args.turns} turns each, medians")
     print(f"{'figure':<52} {'revision':<12} {'check':>10} {'baseline':>10} {'/ baseline':>11} {'/ other':>9}")
     missed = False
