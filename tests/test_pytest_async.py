@@ -284,6 +284,30 @@ def test_anyio_clean_test_is_clean(pytester: pytest.Pytester) -> None:
     assert_clean(pytester.runpytest(*FAST), passed=1)
 
 
+def test_anyio_runner_kept_open_for_the_task_check_leaves_no_descriptor_or_process_behind(
+    pytester: pytest.Pytester,
+) -> None:
+    """leakcheck keeps anyio's runner open for its task check only: its loop's descriptors are not the test's."""
+    write_anyio_suite(
+        pytester,
+        """
+        @pytest.mark.anyio
+        async def test_awaits_its_task():
+            await asyncio.create_task(asyncio.sleep(0.01), name="awaited")
+
+        @pytest.mark.anyio
+        async def test_leaves_a_task():
+            keep(asyncio.create_task(asyncio.Event().wait(), name="anyio-straggler"))
+        """,
+    )
+    result = pytester.runpytest(*FAST, "--leakcheck-kinds=threads,tasks,processes,fds")
+    result.assert_outcomes(passed=2, errors=1)
+    output = output_of(result)
+    assert "leakcheck: test_suite.py::test_leaves_a_task: 1 leaked task (" in output
+    assert "'anyio-straggler'" in output
+    assert "file descriptor" not in output and "test_awaits_its_task: " not in output
+
+
 def test_anyio_task_stopped_by_fixture_teardown_is_clean(pytester: pytest.Pytester) -> None:
     write_anyio_suite(
         pytester,

@@ -291,6 +291,14 @@ class LeakCheckPlugin:
         closing = self._take_closing(item, nextitem)
         failures: List[str] = []
         try:
+            if self._lease is not None:
+                # The tasks of the leased runner's loop are checked while it still holds them; then the
+                # runner may close the loop, and what it holds (descriptors, reaped children) goes with it.
+                if self._leased_loop is not None and last_lease() and not skips_check(error):
+                    for window in closing:
+                        window.check_closing_loop(self._leased_loop)
+                    self._closing_loop(self._leased_loop)  # and for the broader windows that stay open
+                self._release_lease()
             for window in closing:
                 if not window.checked:
                     started = window.started()
@@ -299,8 +307,6 @@ class LeakCheckPlugin:
                             broader.absorb(started)
                 elif not skips_check(error):
                     failures.extend(_finish(window, error, item))
-            if self._leased_loop is not None and last_lease() and not skips_check(error):
-                self._closing_loop(self._leased_loop)
         finally:
             if self._lease is not None:
                 self._release_lease()
