@@ -170,9 +170,3 @@ def parse_kinds(text: str, what: str) -> Dict[str, bool]:
         problem = f"unknown kind {unknown[0]!r}" if unknown else "no kind given"
         raise ValueError(f"{what}: {problem}; it must be a comma-separated list of {', '.join(valid)}, not {text!r}")
     return {kind: kind in names for kind in valid}
-
-
-def kind_values(options: Optional[Options]) -> Dict[str, object]:
-    """Which flag kinds ``options`` check, as keyword options."""
-    checked = {kind.name for kind in options.kinds} if options is not None else set()
-    return {name: name in checked for name in flag_kinds()}
