@@ -16,14 +16,17 @@ from .engine.matching import (
     BUILTIN_IGNORES,
     Matcher,
     ignore_any_function,
+    ignore_created_by,
     ignore_globally,
     ignore_name,
     ignore_top_function,
     use_builtin_ignores,
 )
 from .engine.snapshot import snapshot
+from .kinds.creation import CreationSite
 from .kinds.tasks import TaskInfo
 from .kinds.threads import ThreadInfo
+from .kinds.tracking import TrackCreation, is_tracking_creation, stop_tracking_creation, track_creation
 from .records import Frame
 from .remote.assertions import assert_no_stack_match, assert_stack_match, find_stacks
 from .reporting.report import LeakError, LeakReport, LeakWarning
@@ -48,6 +51,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BUILTIN_IGNORES",
     "AsyncLeakCheckTestCase",
+    "CreationSite",
     "FdInfo",
     "Frame",
     "LeakCheck",
@@ -66,6 +70,7 @@ __all__ = [
     "StackServer",
     "TaskInfo",
     "ThreadInfo",
+    "TrackCreation",
     "UnknownOption",
     "assert_no_stack_match",
     "asgi_app",
@@ -74,14 +79,18 @@ __all__ = [
     "find_leaks",
     "find_stacks",
     "ignore_any_function",
+    "ignore_created_by",
     "ignore_globally",
     "ignore_name",
     "ignore_top_function",
+    "is_tracking_creation",
     "no_leaks",
     "parse_dump",
     "serve_stacks",
     "snapshot",
     "start_agent",
+    "stop_tracking_creation",
+    "track_creation",
     "use_builtin_ignores",
     "wsgi_app",
 ]

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, Callable, List, Optional, ParamSpec, Tupl
 from ..reporting.report import LeakReport
 from ..reporting.snapshot import Snapshot
 from .compare import check_steps
-from .options import FIND_OPTION_NAMES, FindOptions, NoLeaksOptions, Options, make_options
+from .options import FIND_OPTION_NAMES, FindOptions, NoLeaksOptions, Options, make_options, tracks_creation
 from .self_checked import mark_self_checked
 from .wait import run_blocking
-from .window import Window
+from .window import Tracked, Window
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -294,4 +294,15 @@ def find_leaks(baseline: Snapshot, **options: Unpack[FindOptions]) -> LeakReport
                 f"find_leaks(..., {kind.name}=...) needs a baseline that captured {kind.name}: "
                 f"take it with leakcheck.snapshot({kind.name}=...) and the same value"
             )
-    return run_blocking(check_steps(census, checked))
+    tracked = baseline._tracked  # held on by the baseline: what vanished since it was taken counts too
+    if not isinstance(tracked, Tracked):
+        tracked = None
+    if checked.track_creation is False or (tracked is None and not tracks_creation(checked)):
+        return run_blocking(check_steps(census, checked))
+    if tracked is not None:
+        return run_blocking(check_steps(census, checked, tracked))
+    own = Tracked(block=False)
+    try:
+        return run_blocking(check_steps(census, checked, own))
+    finally:
+        own.release()

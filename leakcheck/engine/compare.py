@@ -23,9 +23,10 @@ import gc
 import threading
 import time
 import weakref
-from typing import Any, Dict, FrozenSet, List, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Protocol, Sequence, Tuple
 
 from ..kinds.base import Census, InfoRecord, Kind
+from ..kinds.creation import Owner, lost_since, take_lost
 from ..reporting.report import LeakReport
 from .matching import MatcherLike, builtin_ignores, global_matchers, is_ignored
 from .options import Options
@@ -122,16 +123,45 @@ Found = Tuple[List[Any], List[InfoRecord]]
 """Live objects of one kind and their records, in the same order."""
 
 
-def _not_ignored(kind: Kind, objs: Sequence[Any], matchers: Sequence[MatcherLike]) -> Found:
+class TrackedLike(Protocol):
+    """A check's creation tracking (:class:`leakcheck.engine.window.Tracked`)."""
+
+    @property
+    def owner(self) -> Optional[Owner]: ...
+
+    @property
+    def mark(self) -> int: ...
+
+
+def _owned(kind: Kind, obj: Any, owner: Owner) -> bool:
+    """Whether a check of the block ``owner`` blames ``obj``: it answers for it, or tracking did not see it start."""
+    created = kind.creation(obj)
+    return created is None or owner.answers_for(created.owner)
+
+
+def _described(kind: Kind, objs: Sequence[Any], sites: bool) -> Sequence[InfoRecord]:
+    infos = kind.describe(objs)
+    if not sites:
+        return infos
+    with_sites = []
+    for obj, info in zip(objs, infos, strict=True):
+        created = kind.creation(obj)
+        with_sites.append(info.with_created(created.site()) if created is not None else info)
+    return with_sites
+
+
+def _not_ignored(kind: Kind, objs: Sequence[Any], matchers: Sequence[MatcherLike], sites: bool = False) -> Found:
     kept_objs, kept_infos = [], []
-    for obj, info in zip(objs, kind.describe(objs), strict=True):
+    for obj, info in zip(objs, _described(kind, objs, sites), strict=True):
         if not is_ignored(info, matchers):
             kept_objs.append(obj)
             kept_infos.append(info)
     return kept_objs, kept_infos
 
 
-def _without_garbage(leaked: Dict[Kind, Found], matchers: Dict[Kind, Sequence[MatcherLike]]) -> Dict[Kind, Found]:
+def _without_garbage(
+    leaked: Dict[Kind, Found], matchers: Dict[Kind, Sequence[MatcherLike]], sites: bool
+) -> Dict[Kind, Found]:
     """Collect garbage once if a leaked object may be garbage (see ``Kind.may_be_garbage``); judge again.
 
     Only reference cycles keep such objects (a task stranded on a closed loop,
@@ -149,7 +179,7 @@ def _without_garbage(leaked: Dict[Kind, Found], matchers: Dict[Kind, Sequence[Ma
     gc.collect()
     for kind, refs in weak.items():
         survivors = kind.alive_among([obj for obj in (ref() for ref in refs) if obj is not None])
-        leaked[kind] = _not_ignored(kind, survivors, matchers[kind])
+        leaked[kind] = _not_ignored(kind, survivors, matchers[kind], sites)
     return leaked
 
 
@@ -161,10 +191,17 @@ def _weakly(obj: Any) -> Any:
         return lambda: obj
 
 
-def check_steps(before: Census, options: Options) -> Steps[LeakReport]:
-    """Compare now with ``before``; see the module docstring for the order."""
+def check_steps(before: Census, options: Options, tracked: Optional[TrackedLike] = None) -> Steps[LeakReport]:
+    """Compare now with ``before``; see the module docstring for the order.
+
+    With ``tracked``, records carry their creation sites, a block blames only
+    what it owns, and tracked resources that vanished without ending (a
+    pending task collected as garbage) are leaks too.
+    """
     started = time.monotonic()
     deadline = started + options.timeout
+    owner = tracked.owner if tracked is not None else None
+    sites = tracked is not None
     new_tokens = [(kind, kind.new_since(before.get(kind.name, _NOTHING))) for kind in options.kinds]
     suspects: Dict[Kind, List[Any]] = {}
     if any(tokens for _, tokens in new_tokens):
@@ -172,12 +209,18 @@ def check_steps(before: Census, options: Options) -> Steps[LeakReport]:
             if not tokens:
                 continue
             _reported.forget_ended(kind)
-            found = [obj for obj in kind.resolve(tokens) if not kind.is_exempt(obj) and (kind, obj) not in _reported]
+            found = [
+                obj
+                for obj in kind.resolve(tokens)
+                if not kind.is_exempt(obj)
+                and (kind, obj) not in _reported
+                and (owner is None or _owned(kind, obj, owner))
+            ]
             if found:
                 suspects[kind] = found
         del found  # hold suspects in `suspects` only: they may be collected as garbage below
     del new_tokens
-    if not suspects and not options.forbid:
+    if not suspects and not options.forbid and (tracked is None or not lost_since(tracked.mark)):
         return _clean_report(options.timeout)
 
     common: List[MatcherLike] = [*options.ignore, *global_matchers()]
@@ -190,18 +233,20 @@ def check_steps(before: Census, options: Options) -> Steps[LeakReport]:
         polling = polling or polls
     for kind in list(suspects):  # a kind with no rule is not described before its grace period
         if matchers[kind]:
-            suspects[kind], _ = _not_ignored(kind, suspects[kind], matchers[kind])
+            suspects[kind], _ = _not_ignored(kind, suspects[kind], matchers[kind], sites)
     slices = backoff_deadlines(deadline) if polling else iter((deadline,))
     leaked: Dict[Kind, Found] = {}
     for slice_deadline in slices:
         if any(suspects.values()):
             yield Wait(tuple(suspects.items()), slice_deadline, poll=polling)
-        leaked = {kind: _not_ignored(kind, kind.alive_among(objs), matchers[kind]) for kind, objs in suspects.items()}
+        leaked = {
+            kind: _not_ignored(kind, kind.alive_among(objs), matchers[kind], sites) for kind, objs in suspects.items()
+        }
         suspects = {kind: objs for kind, (objs, _) in leaked.items() if objs}
         if not suspects or time.monotonic() >= deadline:
             break
     del suspects
-    leaked = _without_garbage(leaked, matchers)
+    leaked = _without_garbage(leaked, matchers, sites)
 
     forbidden: List[InfoRecord] = []
     if options.forbid:
@@ -220,6 +265,8 @@ def check_steps(before: Census, options: Options) -> Steps[LeakReport]:
     for kind, (objs, infos) in leaked.items():
         records.setdefault(kind.name, []).extend(infos)
         held_by.extend(kind.held_by(objs))
+    if tracked is not None:
+        records = _with_lost(records, tracked, options, common)
     report = LeakReport(
         records={name: sorted(infos, key=_sort_key) for name, infos in records.items() if infos},
         forbidden=tuple(forbidden),
@@ -234,6 +281,18 @@ def check_steps(before: Census, options: Options) -> Steps[LeakReport]:
             # Give the cancelled tasks a chance to unwind, so they do not spill into later code.
             yield Wait(cancelled, time.monotonic() + options.timeout)
     return report
+
+
+def _with_lost(
+    records: Dict[str, List[InfoRecord]], tracked: TrackedLike, options: Options, common: Sequence[MatcherLike]
+) -> Dict[str, List[InfoRecord]]:
+    """``records`` plus what the block's tracked resources vanished as, since the block began, unless ignored."""
+    checked = [kind.name for kind in options.kinds]
+    for lost in take_lost(tracked.mark, tracked.owner, checked):
+        info = lost.info.with_created(lost.created.site())
+        if not is_ignored(info, common):
+            records.setdefault(lost.kind, []).append(info)
+    return records
 
 
 def _sort_key(info: InfoRecord) -> Tuple[Any, ...]:

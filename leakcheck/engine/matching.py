@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterable
 from typing import Callable, List, Pattern, Tuple, Union
 
-from ..kinds.base import InfoRecord, describe_block
+from ..kinds.base import InfoRecord, live_block
 from ..kinds.stack_top import top_frame
 
 StackPattern = Union[str, Pattern[str]]
@@ -60,6 +60,15 @@ class _AnyFunctionMatcher(_TopFunctionMatcher):
 
     def __repr__(self) -> str:
         return f"ignore_any_function({self._qualname!r})"
+
+
+class _CreatedByMatcher(_TopFunctionMatcher):
+    def __call__(self, info: InfoRecord) -> bool:
+        created = info.created
+        return created is not None and any(frame.function == self._qualname for frame in created.frames)
+
+    def __repr__(self) -> str:
+        return f"ignore_created_by({self._qualname!r})"
 
 
 class _TaskCoroutineMatcher(Matcher):
@@ -140,6 +149,17 @@ def ignore_any_function(qualname: str) -> Matcher:
     return _AnyFunctionMatcher(_qualname(qualname, "ignore_any_function"))
 
 
+def ignore_created_by(qualname: str) -> Matcher:
+    """Ignore threads, tasks and processes started by code running ``qualname``: a frame of their creation stack.
+
+    Creation stacks are recorded while tracking is on (see
+    :func:`leakcheck.track_creation`); a resource tracking did not see start
+    is never ignored by this rule.  ``qualname`` is module-qualified, such as
+    ``"myapp.server.start_workers"``.
+    """
+    return _CreatedByMatcher(_qualname(qualname, "ignore_created_by"))
+
+
 def validate_matchers(matchers: object, what: str = "ignore") -> Tuple[MatcherLike, ...]:
     """Check an ``ignore=`` value: a matcher, or an iterable of matchers."""
     if matchers == ():
@@ -172,7 +192,7 @@ class _StackPatternMatcher:
             self._search = lambda text: regex.search(text) is not None
 
     def matches(self, info: InfoRecord) -> bool:
-        return self._search(describe_block(info))
+        return self._search(live_block(info))
 
     def __repr__(self) -> str:
         return repr(self.source.pattern if isinstance(self.source, re.Pattern) else self.source)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, 
 
 from ..kinds.base import Kind
 from ..kinds.registry import DEFAULT_KINDS, KIND_NAMES, KindOptions, flag_kinds, kind
+from ..kinds.tracking import env_default, is_tracking
 from .matching import MatcherLike, StackPattern, StackPatterns, validate_matchers, validate_patterns
 
 if TYPE_CHECKING:
@@ -27,7 +28,13 @@ OnLeak = Union[str, Callable[["LeakReport"], object]]
 _ON_LEAK_ACTIONS = ("raise", "warn")
 
 
-class FindOptions(KindOptions, total=False):
+class SnapshotOptions(KindOptions, total=False):
+    """The options of :func:`~leakcheck.snapshot`: the kinds, and whether records carry creation sites."""
+
+    track_creation: bool
+
+
+class FindOptions(SnapshotOptions, total=False):
     """The options of :func:`~leakcheck.find_leaks`: the kinds, and how to judge and wait."""
 
     timeout: float
@@ -51,6 +58,8 @@ class Options(NamedTuple):  # not a dataclass: a NamedTuple class costs a tenth 
     forbid: StackPatterns = ()
     on_leak: OnLeak = "raise"
     cancel_tasks: bool = False
+    track_creation: Optional[bool] = None
+    """``None``: as ``LEAKCHECK_TRACK`` says, else whether tracking is on when the check starts."""
 
     def checks(self, kind_name: str) -> bool:
         """Whether the kind called ``kind_name`` is checked."""
@@ -72,7 +81,7 @@ def check_timeout(timeout: object, what: str = "timeout") -> float:
     return value
 
 
-def _check_flag(value: object, name: str) -> bool:
+def check_flag(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, not {value!r}")
     return value
@@ -93,8 +102,9 @@ _VALIDATORS: Dict[str, Tuple[Callable[[Any], Any], Any]] = {
     "timeout": (check_timeout, 1.0),
     "ignore": (validate_matchers, ()),
     "forbid": (lambda value: validate_patterns(value, "forbid"), ()),
-    "cancel_tasks": (lambda value: _check_flag(value, "cancel_tasks"), False),
+    "cancel_tasks": (lambda value: check_flag(value, "cancel_tasks"), False),
     "on_leak": (_check_on_leak, "raise"),
+    "track_creation": (lambda value: check_flag(value, "track_creation"), None),
 }
 OPTION_NAMES: Tuple[str, ...] = (*KIND_NAMES, *_VALIDATORS)
 """Every keyword of :class:`NoLeaksOptions`, kinds first."""
@@ -159,6 +169,17 @@ def parse_seconds(text: str, what: str) -> float:
     except ValueError:
         raise ValueError(f"{what} must be a number of seconds, not {text!r}") from None
     return check_timeout(number, what)
+
+
+def tracks_creation(options: Options) -> bool:
+    """Whether a check with ``options`` starting now tracks creation (see :attr:`Options.track_creation`).
+
+    ``ValueError`` for a ``LEAKCHECK_TRACK`` that says neither yes nor no.
+    """
+    if options.track_creation is not None:
+        return options.track_creation
+    from_env = env_default()
+    return is_tracking() if from_env is None else from_env
 
 
 def parse_kinds(text: str, what: str) -> Dict[str, bool]:

@@ -15,11 +15,13 @@ import sys
 import warnings
 from typing import List, Optional, Sequence, Tuple
 
+from ..kinds import tracking
 from ..kinds.base import Census, Kind
+from ..kinds.creation import Owner, Scope, close_scope, lost_mark, lost_since, open_scope
 from ..reporting.report import LeakError, LeakReport, LeakWarning
 from .compare import anything_started, check_steps, started_since, take_census
 from .matching import MatcherLike
-from .options import Options
+from .options import Options, tracks_creation
 from .wait import Steps, run_async, run_blocking
 
 logger = logging.getLogger("leakcheck")
@@ -136,15 +138,57 @@ def act_on_report(report: LeakReport, options: Options, error: Optional[BaseExce
     return False
 
 
+class Tracked:
+    """A check's creation tracking: tracking held on, and for a block, its ownership.
+
+    ``owner`` is ``None`` for a check that is no block (``find_leaks``): it
+    blames whatever is new, and only shows where it was created.  ``mark``
+    dates what vanished without ending (a pending task collected as garbage).
+    """
+
+    __slots__ = ("__weakref__", "_held", "mark", "scope")
+
+    def __init__(self, block: bool = True) -> None:
+        tracking.acquire()  # before the census: what the block starts must find the hooks in place
+        self._held = True
+        self.scope: Optional[Scope] = open_scope() if block else None
+        self.mark = lost_mark()
+
+    def __del__(self) -> None:
+        # A block that never ended (a generator abandoned inside it), or a snapshot's tracking let go.
+        if self.scope is not None and self.scope.owner.open:
+            close_scope(self.scope, here=False)
+        if self._held:
+            self._held = False
+            tracking.release()
+
+    @property
+    def owner(self) -> Optional[Owner]:
+        return self.scope.owner if self.scope is not None else None
+
+    def end_block(self) -> None:
+        """The block's code has ended: it owns nothing started from now on."""
+        if self.scope is not None and self.scope.owner.open:
+            close_scope(self.scope)
+
+    def release(self) -> None:
+        """The check is over: end the block, and let tracking go off if nothing else uses it."""
+        self.end_block()
+        if self._held:
+            self._held = False
+            tracking.release()
+
+
 class Window:
     """One checked window and its baseline census.
 
     ``ignore`` and ``early`` let an integration add to a window while it is
     open: matchers from a fixture, and reports of checks made before the
-    window closed (the tasks of a loop about to be closed).
+    window closed (the tasks of a loop about to be closed).  With creation
+    tracking (``tracked``), the window is a block that owns what it starts.
     """
 
-    __slots__ = ("before", "early", "ignore", "kinds", "options", "where")
+    __slots__ = ("before", "early", "ignore", "kinds", "options", "tracked", "where")
 
     def __init__(self, options: Options, where: object = None, kinds: Optional[Tuple[Kind, ...]] = None) -> None:
         self.options = options
@@ -153,7 +197,12 @@ class Window:
         """The checked code, for a warning that cannot point at a caller (see :func:`warn_about`)."""
         self.ignore: Tuple[MatcherLike, ...] = ()
         self.early: Tuple[LeakReport, ...] = ()
-        self.before: Census = take_census(self.kinds)
+        self.tracked: Optional[Tracked] = Tracked() if tracks_creation(options) else None
+        try:
+            self.before: Census = take_census(self.kinds)
+        except BaseException:
+            self.drop()
+            raise
 
     def absorb(self, started: Census) -> None:
         """Make what ``started`` lists part of the baseline: nobody's leak."""
@@ -172,8 +221,13 @@ class Window:
         return self.options._replace(ignore=(*self.options.ignore, *self.ignore))
 
     def is_clean(self) -> bool:
-        """Whether a check would find nothing, judged cheaply: nothing new at all, nothing forbidden."""
-        return not self.early and not self.options.forbid and not anything_started(self.before, self.kinds)
+        """Whether a check would find nothing, judged cheaply: nothing new at all, nothing forbidden, nothing lost."""
+        return (
+            not self.early
+            and not self.options.forbid
+            and not anything_started(self.before, self.kinds)
+            and (self.tracked is None or not lost_since(self.tracked.mark))
+        )
 
     def steps(self, options: Optional[Options] = None) -> Steps[LeakReport]:
         """The check, to be run blocking or async; a window is checked once, so the baseline goes with it."""
@@ -181,23 +235,41 @@ class Window:
         options = self.effective_options() if options is None else options
         if options.kinds is not self.kinds:
             options = options._replace(kinds=self.kinds)
-        return check_steps(before, options)
+        return check_steps(before, options, self.tracked)
 
     def check(self) -> List[LeakReport]:
         """The findings: those made before the window closed, then the final check's (blocking)."""
-        if self.is_clean():
-            self.before = {}
-            return []
-        report = run_blocking(self.steps())
+        self.end_block()
+        try:
+            if self.is_clean():
+                self.before = {}
+                return []
+            report = run_blocking(self.steps())
+        finally:
+            self.release()
         return [*self.early, report] if report else list(self.early)
 
     async def check_async(self) -> List[LeakReport]:
         """As :meth:`check`, keeping the running event loop turning during the grace period."""
-        if self.is_clean():
-            self.before = {}
-            return []
-        report = await run_async(self.steps())
+        self.end_block()
+        try:
+            if self.is_clean():
+                self.before = {}
+                return []
+            report = await run_async(self.steps())
+        finally:
+            self.release()
         return [*self.early, report] if report else list(self.early)
+
+    def end_block(self) -> None:
+        """The checked code has ended: with tracking, the window owns nothing started from now on."""
+        if self.tracked is not None:
+            self.tracked.end_block()
+
+    def release(self) -> None:
+        """Let go of tracking, once the window is checked or given up."""
+        if self.tracked is not None:
+            self.tracked.release()
 
     def close(self, error: Optional[BaseException], where: object = None) -> List[LeakReport]:
         """Check the window, blocking; do what ``on_leak`` says; the reports the caller must raise.
@@ -236,8 +308,9 @@ class Window:
         return [report for report in reports if act_on_report(report, self.options, error, where)]
 
     def drop(self) -> None:
-        """Give the window up unchecked: let go of its census."""
+        """Give the window up unchecked: let go of its census and of tracking."""
         self.before = {}
+        self.release()
 
     # no_leaks' blocks
 

@@ -32,6 +32,8 @@ from ..engine.self_checked import is_self_checked, may_have_self_checked_tests
 from ..engine.snapshot import snapshot
 from ..engine.wait import run_blocking
 from ..engine.window import Location, Window, skips_check
+from ..kinds import tracking
+from ..kinds.creation import Owner, enter_owner, exit_owner, set_default_owner
 from ..kinds.tasks import KIND as TASKS
 from ..kinds.tasks import LoopTaskKind
 from ..remote.assertions import assert_no_stack_match, assert_stack_match, find_stacks
@@ -89,7 +91,7 @@ class ScopeWindow(Window):
         """Check the tasks of ``loop`` before a runner closes it and cancels them."""
         if self.checks_tasks:
             options = self.task_options()._replace(kinds=(LoopTaskKind(loop),))
-            report = run_blocking(check_steps(self.before, options))
+            report = run_blocking(check_steps(self.before, options, self.tracked))
             if report:
                 self.early += (report,)
 
@@ -145,6 +147,8 @@ class LeakCheckPlugin:
         self._uniform = False
         self._lease: Optional[contextlib.ExitStack] = None
         self._leased_loop: Optional[Any] = None
+        self._tracking = False  # holds creation tracking on for the whole run
+        self._run_owner: Optional[Owner] = None
 
     @property
     def windows(self) -> List[ScopeWindow]:
@@ -230,6 +234,14 @@ class LeakCheckPlugin:
                 except pytest.PytestConfigWarning:  # -W error: a usage error, rather than an internal error
                     raise pytest.UsageError(warning) from None
             return
+        if self.settings.enabled and self.settings.default_options.track_creation:
+            # On for the whole run, not test by test: fixtures and teardown between tests are seen too.
+            # What no test starts (broader fixtures, code at import) is the run's: shared, so a
+            # session server's handler threads are blamed on the test whose request left them stuck.
+            tracking.acquire()
+            self._tracking = True
+            self._run_owner = Owner(None, shared=True)
+            set_default_owner(self._run_owner)
         # Hooks that only some tests need are registered only when such tests exist.
         if anyio_tests:
             config.pluginmanager.register(_AnyioLease(self), f"{_PLUGIN_NAME}-anyio")
@@ -256,6 +268,7 @@ class LeakCheckPlugin:
     def _open_module_window(self, item: pytest.Item) -> None:
         module = _module_node(item)
         if self.module_window is not None and self.module_window.node is not module:
+            self.module_window.drop()
             self.module_window = None  # its last test never reached teardown
         if self.module_window is None:
             options = self._module_window_options(module)
@@ -287,6 +300,7 @@ class LeakCheckPlugin:
             and window.is_clean()
         ):
             self.test_window = None  # the common case, kept cheap: a clean test, nothing else to close
+            window.drop()
             return
         closing = self._take_closing(item, nextitem)
         failures: List[str] = []
@@ -302,11 +316,14 @@ class LeakCheckPlugin:
             for window in closing:
                 if not window.checked:
                     started = window.started()
+                    window.drop()
                     for broader in (*self.windows, *closing):
                         if broader.rank > window.rank:
                             broader.absorb(started)
                 elif not skips_check(error):
                     failures.extend(_finish(window, error, item))
+                else:
+                    window.drop()
         finally:
             if self._lease is not None:
                 self._release_lease()
@@ -336,9 +353,13 @@ class LeakCheckPlugin:
         broader = [window for window in self.windows if window.rank < rank] if rank else ()
         kinds = tuple({kind: None for window in broader for kind in window.kinds})
         before = take_census(kinds) if broader else None
+        # A broader fixture's resources are the run's, not the test's that happens to set it up.
+        owned = enter_owner(self._run_owner) if broader and self._run_owner is not None else None
         try:
             result = yield
         finally:
+            if owned is not None:
+                exit_owner(owned)
             if before is not None:
                 started = started_since(before, kinds)
                 for window in broader:
@@ -361,10 +382,16 @@ class LeakCheckPlugin:
 
     def pytest_sessionfinish(self) -> None:
         # A run stopped early (-x, --maxfail, Ctrl-C) never reached its last teardown.
+        for window in self.windows:
+            window.drop()
         self.session_window = self.module_window = self.test_window = None
         self._plans.clear()
         self._closest_marks.clear()
         self._release_lease()
+        if self._tracking:
+            self._tracking = False
+            set_default_owner(None)
+            tracking.release()
 
 
 class _AnyioLease:

@@ -16,19 +16,26 @@ from ..engine.matching import (
     Matcher,
     MatcherLike,
     ignore_any_function,
+    ignore_created_by,
     ignore_name,
     ignore_top_function,
     validate_matchers,
 )
 from ..engine.options import NOTHING_CHECKED, OPTION_NAMES, Options, make_options, parse_kinds, parse_seconds
 from ..kinds.registry import default_kinds, flag_kinds
+from ..kinds.tracking import env_default, parse_flag
 from .pytest_loops import is_anyio_runner_task
 
 MARKER = "leakcheck"
 SCOPES = ("test", "module", "session")
 MARKER_KEYS = ("enabled", *OPTION_NAMES)
 
-_MATCHER_PREFIXES = {"name": ignore_name, "top": ignore_top_function, "any": ignore_any_function}
+_MATCHER_PREFIXES = {
+    "name": ignore_name,
+    "top": ignore_top_function,
+    "any": ignore_any_function,
+    "created": ignore_created_by,
+}
 
 MARKER_HELP = (
     f"{MARKER}(enabled=True, **options): check this test (class, module) for leaked threads and "
@@ -57,6 +64,15 @@ def add_options(parser: pytest.Parser) -> None:
         help=f"comma-separated kinds to check: {','.join(flag_kinds())} (default: {','.join(default_kinds())})",
     )
     group.addoption(
+        "--leakcheck-track",
+        metavar="yes|no",
+        nargs="?",
+        const="yes",
+        default=None,
+        help="record where each thread, task and process is created, and blame each test only for what it "
+        "started (default: yes, or what LEAKCHECK_TRACK says)",
+    )
+    group.addoption(
         "--leakcheck-scope",
         metavar="SCOPE",
         default=None,
@@ -70,9 +86,10 @@ def add_options(parser: pytest.Parser) -> None:
         parser.addini("leakcheck_timeout", timeout_help, default=None)
     parser.addini("leakcheck_kinds", f"kinds to check: {','.join(flag_kinds())}", default=None)
     parser.addini("leakcheck_scope", "test, module or session", default=None)
+    parser.addini("leakcheck_track", "record creation sites; blame only what a test started: yes or no", default=None)
     parser.addini(
         "leakcheck_ignore",
-        "never report these; one per line: name:REGEX, top:module.qualname or any:module.qualname",
+        "never report these; one per line: name:REGEX, top:QUALNAME, any:QUALNAME or created:QUALNAME",
         type="linelist",
         default=[],
     )
@@ -105,11 +122,13 @@ class Settings(NamedTuple):
 
 
 def parse_matcher(line: str) -> Matcher:
-    """One ``leakcheck_ignore`` line: ``name:REGEX``, ``top:QUALNAME`` or ``any:QUALNAME``."""
+    """One ``leakcheck_ignore`` line: ``name:REGEX``, ``top:QUALNAME``, ``any:QUALNAME`` or ``created:QUALNAME``."""
     prefix, separator, value = line.partition(":")
     make = _MATCHER_PREFIXES.get(prefix.strip())
     if not separator or make is None:
-        raise ValueError(f"leakcheck_ignore: {line!r} must be name:REGEX, top:QUALNAME or any:QUALNAME")
+        raise ValueError(
+            f"leakcheck_ignore: {line!r} must be name:REGEX, top:QUALNAME, any:QUALNAME or created:QUALNAME"
+        )
     try:
         return make(value.strip())
     except (TypeError, ValueError, re.error) as error:
@@ -176,6 +195,13 @@ def read_settings(config: pytest.Config) -> Settings:
             if scope not in SCOPES:
                 scopes = ", ".join(SCOPES)
                 raise ValueError(f"--leakcheck-scope (ini leakcheck_scope) must be one of {scopes}, not {scope!r}")
+        track, name = _setting(config, "leakcheck_track", "yes or no")
+        if track is not None:
+            given.append(name)
+            defaults["track_creation"] = parse_flag(track, "--leakcheck-track (ini leakcheck_track)")
+        else:  # on by default: a checked run is where "created at" is needed most
+            from_env = env_default()
+            defaults["track_creation"] = True if from_env is None else from_env
         lines: List[str] = [line for line in config.getini("leakcheck_ignore") if line.strip()]
         if lines:
             given.append("ini leakcheck_ignore")

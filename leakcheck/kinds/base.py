@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import time
 from typing import (
+    TYPE_CHECKING,
     AbstractSet,
     Any,
     ClassVar,
@@ -34,7 +35,10 @@ from typing import (
     TypeVar,
 )
 
-from ..records import Frame, _Record
+from ..records import Frame, _fields_of, _rebuild, _Record
+
+if TYPE_CHECKING:
+    from .creation import Created, CreationSite
 
 _FIRST_POLL = 0.001
 _POLL_CAP = 0.02
@@ -88,9 +92,12 @@ class InfoRecord(_Record):
     without a stack) and ``stack``: the text below its dump header, frames
     in traceback style, then detail lines such as ``  Awaiting Future`` or
     ``  Command: sleep 60``, each two spaces in and ``Label value``.
+
+    ``created`` is where the resource was started, when tracking saw it
+    (:mod:`leakcheck.kinds.creation`); a kind's own code never sets it.
     """
 
-    __slots__ = ()
+    __slots__ = ("created",)
     kind: ClassVar[str] = ""
     """The report's noun, e.g. ``"thread"``."""
     plural: ClassVar[str] = ""
@@ -103,6 +110,21 @@ class InfoRecord(_Record):
     name: str
     frames: Tuple[Frame, ...]
     stack: str
+    created: Optional[CreationSite]
+    """Where the resource was started, if tracking saw it; see :func:`leakcheck.track_creation`."""
+
+    def _init(self, **fields: Any) -> None:
+        fields.setdefault("created", None)
+        super()._init(**fields)
+
+    def _key(self) -> Tuple[Any, ...]:
+        return (*super()._key(), self.created)
+
+    def with_created(self: _I, created: Optional[CreationSite]) -> _I:
+        """This record with its creation site set to ``created``."""
+        fields = {name: getattr(self, name) for name in _fields_of(type(self))}
+        fields["created"] = created
+        return _rebuild(type(self), fields)
 
     @property
     def header(self) -> str:
@@ -140,7 +162,13 @@ class InfoRecord(_Record):
 
 
 def describe_block(info: InfoRecord) -> str:
-    """One dump block: the header line followed by the stack."""
+    """One dump block: the header line, the stack, and the creation site if known."""
+    created = info.created
+    return f"{info.header}\n{info.stack}{created.text if created is not None else ''}"
+
+
+def live_block(info: InfoRecord) -> str:
+    """The header line and the stack: what the resource is doing now, which stack keywords search."""
     return f"{info.header}\n{info.stack}"
 
 
@@ -267,3 +295,16 @@ class Kind:
     def cancel(self, objs: Sequence[Any]) -> bool:
         """Ask ``objs`` to end (``cancel_tasks=True``); whether it did ask anything."""
         return False
+
+    # -- creation tracking (see leakcheck.kinds.tracking)
+
+    def track(self, on: bool) -> None:
+        """Install (``on``) or remove this kind's creation hooks; removing restores exactly what was there.
+
+        A kind whose resources start in ways nothing can hook (descriptors)
+        does nothing.
+        """
+
+    def creation(self, obj: Any) -> Optional[Created]:
+        """What tracking recorded when ``obj`` was started, if it saw it start."""
+        return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import gc
 import linecache
+import os
 import sys
 from types import CodeType, FrameType, FunctionType
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
@@ -115,6 +116,45 @@ def code_qualname(code: CodeType, namespace: Dict[str, Any]) -> str:
             _qualname_cache[code] = cached
         qualname = cached
     return f"{module}.{qualname}" if isinstance(module, str) else qualname
+
+
+@functools.lru_cache(maxsize=1)
+def _library_dirs() -> Tuple[str, ...]:
+    import sysconfig  # only when a report or a creation site needs it: it costs more to import than leakcheck
+
+    paths = sysconfig.get_paths()
+    dirs = {os.path.normcase(os.path.realpath(paths[key])) for key in ("stdlib", "platstdlib") if key in paths}
+    dirs.add(os.path.normcase(os.path.dirname(os.path.dirname(os.path.realpath(__file__)))))  # leakcheck itself
+    return tuple(d + os.sep for d in dirs)
+
+
+@functools.lru_cache(maxsize=4096)
+def is_library_file(filename: str) -> bool:
+    """Whether ``filename`` belongs to the standard library or to leakcheck: not code a report should blame."""
+    if not os.path.isabs(filename):  # <frozen ...>, <string> and friends
+        return filename.startswith("<frozen")
+    path = os.path.normcase(os.path.realpath(filename))
+    return path.startswith(_library_dirs()) and "site-packages" not in path
+
+
+def code_frame(code: CodeType, offset: int, module: Optional[str]) -> Frame:
+    """The frame record of ``code`` stopped at bytecode ``offset`` (a frame's ``f_lasti``), in module ``module``.
+
+    For creation sites, which keep code objects and offsets rather than
+    frames, and turn them into lines only when a report is made.
+    """
+    lineno = 0
+    for start, end, number in code.co_lines():
+        if start <= offset < end:
+            lineno = number or 0
+            break
+    namespace: Dict[str, Any] = {}
+    if module is not None:
+        found = sys.modules.get(module)
+        namespace = getattr(found, "__dict__", None) or {"__name__": module}
+    filename = code.co_filename
+    line = linecache.getline(filename, lineno, namespace).strip() if lineno else ""
+    return Frame(filename, lineno, code_qualname(code, namespace), line)
 
 
 def frame_record(frame: FrameType) -> Frame:

@@ -54,6 +54,7 @@ from typing import AbstractSet, Any, Dict, FrozenSet, Hashable, List, NamedTuple
 
 from ..records import LITERAL, Frame, shown, shown_field
 from .base import InfoRecord, JsonFields, Kind, TextFields, remaining
+from .creation import Created, Patch, record
 from .frames import as_text, attribute, safely
 
 _PROC = "/proc"
@@ -422,6 +423,55 @@ class _MultiprocessingHelper:
         return isinstance(info, ProcessInfo) and info.pid in self._pids
 
 
+# -- creation tracking
+
+_started: Dict[int, Tuple[Optional[int], Created]] = {}
+"""What started each tracked child, by pid, with its starttime (``None`` where ``/proc`` cannot tell)."""
+_KEPT = 1024
+
+
+def _remember(pid: object, created: Created) -> None:
+    if type(pid) is not int or pid <= 0:
+        return
+    stat = _stat(pid)
+    _started[pid] = (stat.starttime if stat is not None else None, created)
+    if len(_started) > _KEPT:  # a bound: forget the children that are gone, else the oldest
+        for known, (starttime, _) in list(_started.items()):
+            if starttime is not None and _is_ours(known, starttime) is None:
+                _started.pop(known, None)
+        while len(_started) > _KEPT:
+            del _started[next(iter(_started))]
+
+
+def _returns_pid_hook(original: Any, patch: Patch) -> Any:
+    def start(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        if patch.active:
+            _remember(result[0] if isinstance(result, tuple) else result, record(1))  # forkpty: (pid, fd)
+        return result
+
+    start.__doc__ = original.__doc__
+    start.__wrapped__ = original  # type: ignore[attr-defined]
+    return start
+
+
+_patches: List[Patch] = []
+
+
+def _start_patches() -> List[Patch]:
+    """Every way Python starts a child: each hooked where the code that starts one looks it up."""
+    if not _patches:
+        import subprocess
+
+        names = [(os, name) for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp")]
+        posixsubprocess = sys.modules.get("_posixsubprocess")
+        if posixsubprocess is not None:
+            names.append((posixsubprocess, "fork_exec"))
+        names.append((subprocess, "_fork_exec"))  # 3.13+: subprocess's own name for fork_exec
+        _patches.extend(Patch(module, name, _returns_pid_hook) for module, name in names)
+    return _patches
+
+
 class ProcessKind(Kind):
     """Child processes of this process, however they were started."""
 
@@ -531,6 +581,20 @@ class ProcessKind(Kind):
         finally:
             for fd in pending:
                 _close_pidfd(fd)
+
+    def track(self, on: bool) -> None:
+        if not on and not _patches:
+            return
+        for patch in _start_patches():
+            patch.apply() if on else patch.undo()
+
+    def creation(self, obj: Any) -> Optional[Created]:
+        if not isinstance(obj, Child):
+            return None
+        entry = _started.get(obj.pid)
+        if entry is None or (entry[0] is not None and entry[0] != obj.starttime):
+            return None
+        return entry[1]
 
 
 KIND = ProcessKind()

@@ -11,6 +11,7 @@ from typing import AbstractSet, Any, Dict, Hashable, List, Optional, Sequence, T
 from ..records import ESCAPED, LITERAL, Frame, format_frames, shown
 from . import asyncio_compat as compat
 from .base import InfoRecord, JsonFields, Kind, TextFields
+from .creation import Created, Patch, add_boundary, record, report_lost
 from .frames import as_text, attribute, coroutine_frames, safely
 
 _AWAITING = "Awaiting "
@@ -84,6 +85,11 @@ class TaskInfo(InfoRecord):
 
     @property
     def advice(self) -> str:
+        if self.state == DESTROYED_PENDING:
+            return (
+                "keep a reference to it and await it (or cancel and await it) before the block ends: "
+                "the event loop holds tasks only weakly, so one nothing references is collected while pending"
+            )
         return "cancel it and await it before the block ends (task.cancel(); await task), or use a TaskGroup"
 
     def sort_key(self) -> Tuple[Any, ...]:
@@ -147,7 +153,11 @@ def _coro_name(coro: object) -> str:
     return name if isinstance(name, str) else type(coro).__name__
 
 
-def _describe(task: Any) -> TaskInfo:
+DESTROYED_PENDING = "destroyed while pending"
+"""The state of a task that was collected as garbage before it was done (see ``call_exception_handler``)."""
+
+
+def _describe(task: Any, state: Optional[str] = None) -> TaskInfo:
     """Describe one task as far as it lets itself be described: a Task subclass or a
     coroutine object whose methods raise gets a placeholder for that part, never an error."""
     name = safely(lambda: as_text(task.get_name()), "<get_name() failed>")
@@ -158,7 +168,7 @@ def _describe(task: Any) -> TaskInfo:
         id=id(task),
         name=name,
         coro=safely(lambda: _coro_name(coro), type(coro).__name__),
-        state=safely(lambda: compat.task_state(task), "unknown"),
+        state=state or safely(lambda: compat.task_state(task), "unknown"),
         thread_ident=safely(lambda: compat.loop_thread_ident(task.get_loop()), None),
         frames=frames,
         awaiting=awaiting,
@@ -229,6 +239,89 @@ def _drive_idle_loops(tasks: Sequence[Any], deadline: float) -> None:
         if timeout <= 0:
             return
         loop.run_until_complete(asyncio.wait(pending, timeout=timeout))
+
+
+# -- creation tracking
+
+_TaskEntry = Tuple["weakref.ref[Any]", int, Created]
+"""A tracked task: a weak reference to it, the id of its coroutine, and what created it."""
+_tracked: Dict[int, _TaskEntry] = {}
+"""By ``id(task)``: no attribute can be added to a C task, and a weak dictionary would lose the entry
+before a collected task's finalizer runs, which is when it matters."""
+_PRUNE_FLOOR = 1024
+_prune_at = _PRUNE_FLOOR
+_DESTROYED_MESSAGE = "Task was destroyed but it is pending!"
+"""What asyncio's task finalizer tells the loop's exception handler (C and Python tasks, 3.10-3.15)."""
+
+
+def _remember(task: Any, coro: Any, created: Created) -> None:
+    global _prune_at
+    try:
+        _tracked[id(task)] = (weakref.ref(task), id(coro), created)
+    except TypeError:  # a task type without weak references stays untracked
+        return
+    if len(_tracked) > _prune_at:
+        # Entries of tasks that are gone, dropped once the table doubles: a bound, at a cost that stays
+        # constant per task.  (A pending task collected as garbage was reported before its entry goes.)
+        for key, entry in list(_tracked.items()):
+            if entry[0]() is None:
+                _tracked.pop(key, None)
+        _prune_at = max(_PRUNE_FLOOR, 2 * len(_tracked))
+
+
+def _create_task_hook(original: Any, patch: Patch) -> Any:
+    def create_task(self: Any, coro: Any, *args: Any, **kwargs: Any) -> Any:
+        task = original(self, coro, *args, **kwargs)
+        if patch.active:
+            _remember(task, coro, record(1))
+        return task
+
+    create_task.__doc__ = original.__doc__
+    create_task.__wrapped__ = original  # type: ignore[attr-defined]
+    return create_task
+
+
+def _note_destroyed(context: Any) -> None:
+    """Report a tracked task that asyncio says was destroyed while pending; never raises (finalizers call it)."""
+    try:
+        if not isinstance(context, dict) or context.get("message") != _DESTROYED_MESSAGE:
+            return
+        task = context.get("task")
+        entry = _tracked.pop(id(task), None)
+        if entry is None or entry[1] != id(safely(task.get_coro, None)):  # type: ignore[union-attr]
+            return  # created untracked, at an address a tracked task once had
+        report_lost("tasks", entry[2], _describe(task, DESTROYED_PENDING))
+    except Exception:
+        pass
+
+
+def _exception_handler_hook(original: Any, patch: Patch) -> Any:
+    def call_exception_handler(self: Any, context: Any) -> Any:
+        if patch.active:
+            _note_destroyed(context)
+        return original(self, context)
+
+    call_exception_handler.__doc__ = original.__doc__
+    call_exception_handler.__wrapped__ = original  # type: ignore[attr-defined]
+    return call_exception_handler
+
+
+_patches: List[Patch] = []
+
+
+def _loop_patches() -> List[Patch]:
+    if not _patches:
+        from asyncio import base_events, events  # only once tracking is turned on: importing asyncio costs
+
+        add_boundary(events.Handle._run.__code__)  # a task's creation stack ends where the loop called it
+        loop = base_events.BaseEventLoop
+        _patches.extend(
+            [
+                Patch(loop, "create_task", _create_task_hook),
+                Patch(loop, "call_exception_handler", _exception_handler_hook),
+            ]
+        )
+    return _patches
 
 
 class TaskKind(Kind):
@@ -303,6 +396,16 @@ class TaskKind(Kind):
         for task in objs:
             cancel(task)
         return bool(objs)
+
+    def track(self, on: bool) -> None:
+        if not on and not _patches:
+            return  # never turned on: no need to import asyncio
+        for patch in _loop_patches():
+            patch.apply() if on else patch.undo()
+
+    def creation(self, obj: Any) -> Optional[Created]:
+        entry = _tracked.get(id(obj))
+        return entry[2] if entry is not None and entry[0]() is obj else None
 
 
 class LoopTaskKind(TaskKind):

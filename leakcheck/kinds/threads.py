@@ -7,6 +7,7 @@ and a worker thread's ``_target`` and ``_args``, for its executor.
 
 from __future__ import annotations
 
+import _thread
 import re
 import sys
 import threading
@@ -16,6 +17,7 @@ from typing import AbstractSet, Any, Dict, FrozenSet, Hashable, List, Optional, 
 
 from ..records import LITERAL, Frame, format_frames
 from .base import InfoRecord, JsonFields, Kind, TextFields
+from .creation import Created, Owner, Patch, add_boundary, add_owner_source, record, remove_owner_source, run_owned_by
 from .frames import as_text, safely, thread_frames
 
 
@@ -154,6 +156,77 @@ def live_threads() -> List[threading.Thread]:
     return [*active.values()]  # not list(): calling the type costs more than the copy
 
 
+# -- creation tracking
+
+_CREATED = "_leakcheck_created"
+"""The attribute of a tracked ``Thread`` that holds its :class:`~leakcheck.kinds.creation.Created`."""
+_started_raw: Dict[int, Created] = {}
+"""What started the ``_thread`` threads now running, by ident: their dummy ``Thread`` has no attribute to hold it."""
+
+
+def _start_hook(original: Any, patch: Patch) -> Any:
+    def start(self: threading.Thread) -> None:
+        if patch.active:
+            try:
+                self.__dict__[_CREATED] = record(1)  # before it runs: what it starts looks its owner up here
+            except Exception:  # a Thread subclass that refuses attributes is started untracked
+                pass
+        return original(self)  # type: ignore[no-any-return]
+
+    start.__doc__ = original.__doc__
+    start.__qualname__ = original.__qualname__
+    start.__wrapped__ = original  # type: ignore[attr-defined]
+    return start
+
+
+class _Started:
+    """The function a tracked ``_thread`` thread runs: the user's, owned by its starter's block."""
+
+    __slots__ = ("created", "function")
+
+    def __init__(self, function: Any, created: Created) -> None:
+        self.function = function
+        self.created = created
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        ident = threading.get_ident()
+        _started_raw[ident] = self.created
+        try:
+            return run_owned_by(self.created.owner, self.function, *args, **kwargs)
+        finally:
+            _started_raw.pop(ident, None)
+
+    def __repr__(self) -> str:  # what an unhandled exception's message names
+        return repr(self.function)
+
+
+def _start_new_thread_hook(original: Any, patch: Patch) -> Any:
+    def start_new_thread(function: Any, args: Any, *kwargs: Any) -> Any:
+        if patch.active:
+            function = _Started(function, record(1))
+        return original(function, args, *kwargs)
+
+    start_new_thread.__doc__ = original.__doc__
+    return start_new_thread
+
+
+_PATCHES = (
+    Patch(threading.Thread, "start", _start_hook),
+    Patch(_thread, "start_new_thread", _start_new_thread_hook),
+    Patch(_thread, "start_new", _start_new_thread_hook),  # the old alias, where it is still there
+)
+
+
+def _owner_of_this_thread() -> Optional[Owner]:
+    # threading._active, not current_thread(): that would make a dummy Thread for a foreign thread.
+    try:
+        thread = threading._active.get(threading.get_ident())  # type: ignore[attr-defined]
+    except AttributeError:
+        return None
+    created = vars(thread).get(_CREATED) if thread is not None else None
+    return created.owner if isinstance(created, Created) else None
+
+
 class ThreadKind(Kind):
     """Every ``threading.Thread``, including the dummy ones of threads ``threading`` did not start."""
 
@@ -241,6 +314,23 @@ class ThreadKind(Kind):
         from .thread_pools import global_holding
 
         return tuple((thread.ident, holder) for thread in objs for holder in [global_holding(thread)] if holder)
+
+    def track(self, on: bool) -> None:
+        bootstrap = getattr(threading.Thread, "_bootstrap_inner", None)
+        if on and bootstrap is not None:
+            add_boundary(bootstrap.__code__)  # a creation stack in a thread ends where the thread began
+        for patch in _PATCHES:
+            patch.apply() if on else patch.undo()
+        if on:
+            add_owner_source(_owner_of_this_thread)
+        else:
+            remove_owner_source(_owner_of_this_thread)
+
+    def creation(self, obj: Any) -> Optional[Created]:
+        created = safely(lambda: vars(obj).get(_CREATED), None)
+        if created is None and isinstance(obj, threading._DummyThread):
+            created = _started_raw.get(obj.ident or 0)
+        return created if isinstance(created, Created) else None
 
 
 KIND = ThreadKind()

@@ -16,7 +16,7 @@ from ..engine.matching import StackPattern, StackPatterns, validate_patterns
 from ..engine.options import check_timeout
 from ..engine.stacks import live_described, matching_stacks, stack_kinds, stacks_gone
 from ..engine.wait import Steps, backoff_deadlines, run_blocking
-from ..kinds.base import InfoRecord, describe_block
+from ..kinds.base import InfoRecord, live_block
 from ..kinds.registry import kinds
 from ..reporting.report import LeakError, LeakReport
 from ..reporting.snapshot import Snapshot
@@ -162,5 +162,5 @@ def assert_stack_match(
         if time.monotonic() >= deadline:
             break
         time.sleep(max(0.0, slice_deadline - time.monotonic()))
-    live = "\n".join(describe_block(info) for _, _, info in live_described(stack_kinds()))
+    live = "\n".join(live_block(info) for _, _, info in live_described(stack_kinds()))
     raise AssertionError(f"leakcheck: no live stack matches {wanted} after {timeout:.2f}s; live stacks:\n\n{live}")

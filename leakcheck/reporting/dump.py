@@ -41,7 +41,8 @@ import math
 import re
 from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
-from ..kinds.base import InfoRecord
+from ..kinds.base import InfoRecord, describe_block
+from ..kinds.creation import CREATED_HEADING, MARK, CreationSite
 from ..kinds.registry import kind, kinds
 from ..records import ESCAPED, Frame
 from .snapshot import Snapshot
@@ -81,7 +82,7 @@ def format_dump(snapshot: Snapshot) -> str:
     """The text dump of ``snapshot``; :func:`parse_dump` reads it back."""
     counts = ", ".join(_count(len(records), kind(name).info_type) for name, records in snapshot.records)
     head = f"leakcheck snapshot of pid {snapshot.pid} (taken at {snapshot.taken_at!r}): {counts}\n\n"
-    return head + "\n".join(f"{info.header}\n{info.stack}" for _, records in snapshot.records for info in records)
+    return head + "\n".join(describe_block(info) for _, records in snapshot.records for info in records)
 
 
 class _Lines:
@@ -198,9 +199,54 @@ def _details(lines: _Lines) -> List[str]:
     details: List[str] = []
     while True:
         line = lines.peek()
-        if line is None or not line.startswith(_DETAIL_PREFIX) or line.startswith(_SOURCE_PREFIX):
+        if (
+            line is None
+            or not line.startswith(_DETAIL_PREFIX)
+            or line.startswith(_SOURCE_PREFIX)
+            or line == _CREATED_LINE
+        ):
             return details
         details.append(lines.take()[len(_DETAIL_PREFIX) :])
+
+
+_CREATED_LINE = "  " + CREATED_HEADING
+_CREATED_FRAME = re.compile(rf"  (?:  |{re.escape(MARK)})(?P<frame>File .*)")
+_CREATED_SOURCE = "      "
+
+
+def _created(lines: _Lines) -> Optional[CreationSite]:
+    """The creation site after a block's details, if the block has one (see :attr:`CreationSite.text`)."""
+    if lines.peek() != _CREATED_LINE:
+        return None
+    lines.take()
+    frames: List[Frame] = []
+    marked: Optional[int] = None
+    while True:
+        line = lines.peek()
+        if line is None:
+            break
+        found = _CREATED_FRAME.fullmatch(line)
+        frame = _FRAME.fullmatch("  " + found["frame"]) if found is not None else None
+        if frame is None:
+            break
+        lines.take()
+        if line.startswith(MARK, 2):
+            if marked is not None:
+                raise lines.error("a creation site marks two frames")
+            marked = len(frames)
+        number = lines.number
+        source = lines.peek()
+        text = ""
+        if source is not None and source.startswith(_CREATED_SOURCE):
+            text = lines.take()[len(_CREATED_SOURCE) :]
+        filename = frame["plain_filename"]
+        if filename is None:
+            filename = _text(frame["filename"], lines)
+        lineno = lines.integer(frame["lineno"], "line number", number)
+        frames.append(Frame(filename, lineno, _text(frame["function"], lines), _text(text, lines)))
+    if not frames:
+        raise lines.error(f"expected the frames of the creation site after {CREATED_HEADING!r}")
+    return CreationSite(tuple(frames), marked)
 
 
 @functools.lru_cache(maxsize=1)
@@ -228,7 +274,9 @@ def _block(lines: _Lines) -> InfoRecord:
         words = ", ".join(f"'{word} ...'" for word in _by_header_word())
         raise lines.error(f"expected a header ({words}), not {shown}")
     frames = _frames(lines)
-    return info_type.from_text(found, frames, _details(lines), fields)
+    info = info_type.from_text(found, frames, _details(lines), fields)
+    created = _created(lines)
+    return info if created is None else info.with_created(created)
 
 
 def _counts(text: str, lines: _Lines) -> Dict[str, int]:
@@ -299,9 +347,16 @@ def to_json(snapshot: Snapshot) -> str:
         "kinds": list(snapshot.kinds),
     }
     for name, records in snapshot.records:
-        document[name] = [info.to_json() for info in records]
+        document[name] = [_record_json(info) for info in records]
     # compact: the indenting encoder is pure Python, and slow; never NaN or Infinity, which are not JSON
     return json.dumps(document, separators=(",", ":"), allow_nan=False)
+
+
+def _record_json(info: InfoRecord) -> Dict[str, Any]:
+    fields = info.to_json()
+    if info.created is not None:
+        fields["created"] = info.created.to_json()
+    return fields
 
 
 _INT = (int,)
@@ -354,10 +409,10 @@ class _RecordFields:
     def field(self, key: str, types: Tuple[type, ...], signed: bool = False) -> Any:
         return _field(self._record, key, types, self._where, signed)
 
-    def frames(self) -> Tuple[Frame, ...]:
+    def frames(self, key: str = "frames") -> Tuple[Frame, ...]:
         frames = []
-        for index, frame in enumerate(self.field("frames", (list,))):
-            at = f"{self._where}.frames[{index}]"
+        for index, frame in enumerate(self.field(key, (list,))):
+            at = f"{self._where}.{key}[{index}]"
             frames.append(
                 Frame(
                     _field(frame, "filename", (str,), at),
@@ -370,6 +425,23 @@ class _RecordFields:
 
     def error(self, message: str) -> ValueError:
         return ValueError(f"not a leakcheck snapshot: {self._where}: {message}")
+
+    def created(self) -> Optional[CreationSite]:
+        """The record's ``"created"`` site, if it has one."""
+        if not isinstance(self._record, dict) or self._record.get("created") is None:
+            return None
+        site = _RecordFields(self._record["created"], f"{self._where}.created")
+        frames = site.frames()
+        marked = site.field("marked", _OPTIONAL_INT)
+        if marked is not None and marked >= len(frames):
+            raise site.error(f"marks frame {marked} of {len(frames)}")
+        return CreationSite(frames, marked)
+
+
+def _record_from_json(info_type: Type[InfoRecord], fields: _RecordFields) -> InfoRecord:
+    info = info_type.from_json(fields)
+    created = fields.created()
+    return info if created is None else info.with_created(created)
 
 
 def _no_constant(name: str) -> _OutOfRange:
@@ -404,7 +476,7 @@ def from_json(text: Union[str, bytes]) -> Snapshot:
             shown = name if isinstance(name, str) and len(name) <= 40 else type(name).__name__
             raise ValueError(f"not a leakcheck snapshot: unknown or repeated kind {shown!r}")
         records[name] = tuple(
-            kind.info_type.from_json(_RecordFields(record, f"{name}[{index}]"))
+            _record_from_json(kind.info_type, _RecordFields(record, f"{name}[{index}]"))
             for index, record in enumerate(_field(document, name, (list,), "snapshot"))
         )
     return Snapshot(

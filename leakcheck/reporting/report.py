@@ -7,12 +7,12 @@ per leak with its full stack.
 
 from __future__ import annotations
 
-import os
 import re
-from functools import lru_cache
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..kinds.base import InfoRecord, describe_block
+from ..kinds.creation import site_summary
+from ..kinds.frames import is_library_file
 from ..kinds.stack_top import is_wrapper_frame, top_frame
 from ..records import Frame, shown
 from .snapshot import ByKind, ByKindRecord, by_kind
@@ -22,21 +22,8 @@ if TYPE_CHECKING:
     from ..kinds.threads import ThreadInfo
 
 
-@lru_cache(maxsize=1)
-def _library_dirs() -> Tuple[str, ...]:
-    import sysconfig  # only when a report is built: it costs more to import than the rest of leakcheck
-
-    paths = sysconfig.get_paths()
-    dirs = {os.path.normcase(os.path.realpath(paths[key])) for key in ("stdlib", "platstdlib") if key in paths}
-    dirs.add(os.path.normcase(os.path.dirname(os.path.realpath(__file__))))
-    return tuple(d + os.sep for d in dirs)
-
-
 def _is_library_frame(frame: Frame) -> bool:
-    filename = os.path.normcase(os.path.realpath(frame.filename)) if os.path.isabs(frame.filename) else ""
-    if not filename:  # <frozen ...>, <string> and friends
-        return frame.filename.startswith("<frozen")
-    return filename.startswith(_library_dirs()) and "site-packages" not in filename
+    return is_library_file(frame.filename)
 
 
 def culprit(info: InfoRecord) -> Optional[Frame]:
@@ -49,8 +36,12 @@ def culprit(info: InfoRecord) -> Optional[Frame]:
 
 
 def summary_line(info: InfoRecord) -> str:
-    """``thread 'name' in function (file:line)``, every part escaped like the stacks (``_model.shown``)."""
-    return f"{info.kind} {shown_name(info.name)}{_where(info)}"
+    """``thread 'name' in function (file:line), created at function (file:line)``, every part escaped like the stacks.
+
+    The creation part is there when tracking saw the resource start (see
+    :func:`leakcheck.track_creation`), naming the frame the site marks.
+    """
+    return f"{info.kind} {shown_name(info.name)}{_where(info)}{site_summary(info.created)}"
 
 
 def _where(info: InfoRecord) -> str:
@@ -84,10 +75,10 @@ _REGEX_SPECIAL = re.compile(r"[.^$*+?{}\[\]\\|()]")  # re.escape() also escapes 
 
 
 def _groups(infos: Tuple[InfoRecord, ...]) -> List[List[InfoRecord]]:
-    """Leaks with identical stacks (and of one kind) together, in the order of their first member."""
-    groups: Dict[Tuple[str, str], List[InfoRecord]] = {}
+    """Leaks with identical stacks and creation sites (and of one kind) together, in the order of their first member."""
+    groups: Dict[Tuple[str, str, object], List[InfoRecord]] = {}
     for info in infos:
-        groups.setdefault((info.kind, info.stack), []).append(info)
+        groups.setdefault((info.kind, info.stack, info.created), []).append(info)
     return list(groups.values())
 
 
@@ -100,7 +91,9 @@ def _names(group: List[InfoRecord]) -> str:
 def _summary(group: List[InfoRecord]) -> str:
     if len(group) == 1:
         return summary_line(group[0])
-    return f"{len(group)} {group[0].plural} {_names(group)}{_where(group[0]) if group[0].frames else ''}"
+    first = group[0]
+    where = _where(first) if first.frames else ""
+    return f"{len(group)} {first.plural} {_names(group)}{where}{site_summary(first.created)}"
 
 
 def _block(group: List[InfoRecord]) -> str:
@@ -112,11 +105,16 @@ def _block(group: List[InfoRecord]) -> str:
 
 
 def _matcher_for(info: InfoRecord) -> Tuple[str, str]:
-    """The narrowest ignore rule for ``info``: its name when it has one of its own, else its top function."""
+    """The narrowest ignore rule for ``info``: its name when it has one of its own, else the code that
+    started it (when tracking saw it start), else its top function."""
     top = top_frame(info.frames)
-    if (_DEFAULT_NAME.fullmatch(info.name) is None and info.name.isprintable()) or top is None:
+    creator = info.created.blamed if info.created is not None else None
+    if (_DEFAULT_NAME.fullmatch(info.name) is None and info.name.isprintable()) or (top is None and creator is None):
         pattern = "^" + _REGEX_SPECIAL.sub(r"\\\g<0>", info.name) + "$"
         return f"ignore_name({pattern!r})", f"name:{shown(pattern)}"
+    if creator is not None:
+        return f"ignore_created_by({creator.function!r})", f"created:{shown(creator.function)}"
+    assert top is not None
     return f"ignore_top_function({top.function!r})", f"top:{shown(top.function)}"
 
 

@@ -93,7 +93,7 @@ class Snapshot(ByKindRecord):
     """
 
     _compared = ("records", "pid", "taken_at")
-    __slots__ = (*_compared, "_census")
+    __slots__ = (*_compared, "_census", "_tracked")
     _shown = _compared
 
     records: ByKind
@@ -103,6 +103,8 @@ class Snapshot(ByKindRecord):
     """``time.time()`` when the snapshot was taken."""
     _census: object
     """Identity tokens for :func:`find_leaks`; only for snapshots taken live."""
+    _tracked: object
+    """Creation tracking held on while the snapshot lives, for :func:`find_leaks` (``track_creation=True``)."""
 
     def __init__(
         self,
@@ -113,6 +115,7 @@ class Snapshot(ByKindRecord):
         _census: object = None,
         *,
         records: Union[ByKind, Mapping[str, Sequence[InfoRecord]], None] = None,
+        _tracked: object = None,
     ) -> None:
         """``records`` by kind; ``threads`` and ``tasks`` are shorthands for those two kinds.
 
@@ -121,7 +124,7 @@ class Snapshot(ByKindRecord):
         held = by_kind(records, threads, tasks)
         if not held:
             raise ValueError(f"a snapshot holds at least one kind: {', '.join(KIND_NAMES)}")
-        self._init(records=held, pid=pid, taken_at=taken_at, _census=_census)
+        self._init(records=held, pid=pid, taken_at=taken_at, _census=_census, _tracked=_tracked)
 
     def __str__(self) -> str:
         """The text dump; :func:`leakcheck.parse_dump` reads it back."""

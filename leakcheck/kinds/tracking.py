@@ -1,0 +1,150 @@
+"""Turning creation tracking on and off: the hooks of every kind, counted.
+
+Tracking is on while anything uses it: a :func:`track_creation` call not yet
+matched by :func:`stop_tracking_creation`, a ``with track_creation():``
+block, or a check with ``track_creation=True`` (the pytest plugin's run, by
+default).  The first user installs every kind's hooks
+(:meth:`Kind.track <leakcheck.kinds.base.Kind.track>`); the last one to stop
+removes them, restoring exactly what was there.  Importing leakcheck
+installs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from types import TracebackType
+from typing import Optional, Type
+
+from .registry import kinds
+
+ENV_VARIABLE = "LEAKCHECK_TRACK"
+_TRUE = ("1", "yes", "true", "on")
+_FALSE = ("0", "no", "false", "off")
+
+_lock = threading.RLock()  # reentrant: a lease may be given back from a finalizer, on any thread
+_users = 0
+_calls = 0  # plain track_creation() calls not yet matched by stop_tracking_creation()
+
+
+def parse_flag(text: str, what: str) -> bool:
+    """``yes``/``no`` (also ``1``/``0``, ``true``/``false``, ``on``/``off``, any case) as a bool."""
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    shown = text if len(text) <= 40 else text[:40] + "..."
+    raise ValueError(f"{what} must be yes or no (or 1/0, true/false, on/off), not {shown!r}")
+
+
+def env_default() -> Optional[bool]:
+    """What ``LEAKCHECK_TRACK`` says, if it is set; a ``ValueError`` naming it for a value that is no yes or no."""
+    text = os.environ.get(ENV_VARIABLE)
+    if text is None or not text.strip():
+        return None
+    return parse_flag(text, f"the environment variable {ENV_VARIABLE}")
+
+
+def is_tracking() -> bool:
+    """Whether creation tracking is on."""
+    return _users > 0
+
+
+is_tracking_creation = is_tracking
+
+
+def acquire() -> None:
+    """Start using tracking: the first user installs the hooks."""
+    global _users
+    with _lock:
+        if _users == 0:
+            _install()
+        _users += 1
+
+
+def release() -> None:
+    """Stop using tracking: the last user removes the hooks."""
+    global _users
+    with _lock:
+        if _users <= 0:
+            return  # every hook is gone already
+        _users -= 1
+        if _users == 0:
+            _uninstall()
+
+
+def _install() -> None:
+    installed = []
+    try:
+        for kind in kinds().values():
+            kind.track(True)
+            installed.append(kind)
+    except BaseException:
+        for kind in reversed(installed):
+            kind.track(False)
+        raise
+
+
+def _uninstall() -> None:
+    for kind in reversed(list(kinds().values())):
+        kind.track(False)
+
+
+class TrackCreation:
+    """Creation tracking, on from the call of :func:`track_creation`: a context manager, or a plain call."""
+
+    __module__ = "leakcheck"
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held = True
+
+    def __enter__(self) -> TrackCreation:
+        global _calls
+        with _lock:  # from now on the block, not the call, holds tracking on
+            _calls = max(0, _calls - 1)
+        return self
+
+    def __exit__(
+        self, kind: Optional[Type[BaseException]], error: Optional[BaseException], traceback: Optional[TracebackType]
+    ) -> None:
+        if self._held:
+            self._held = False
+            release()
+
+    def __repr__(self) -> str:
+        return f"<leakcheck.track_creation: {'on' if is_tracking() else 'off'}>"
+
+
+def track_creation() -> TrackCreation:
+    """Record where every thread, task and child process is started, and which checked block owns it.
+
+    As a plain call, tracking stays on until :func:`stop_tracking_creation`;
+    as ``with track_creation():``, until the block ends.  Reports then show
+    ``created at`` for each leak, and checks blame only what their own block
+    started.  Installing the hooks patches ``threading.Thread.start``,
+    ``_thread.start_new_thread``, asyncio's ``BaseEventLoop.create_task`` and
+    ``call_exception_handler``, and ``os.fork``, ``os.posix_spawn`` and
+    ``_posixsubprocess.fork_exec`` and their aliases; turning tracking off
+    restores every one of them exactly.
+    """
+    global _calls
+    acquire()
+    with _lock:
+        _calls += 1
+    return TrackCreation()
+
+
+def stop_tracking_creation() -> None:
+    """Undo one plain :func:`track_creation` call; the hooks go when nothing else uses tracking.
+
+    ``RuntimeError`` when there is no such call to undo.
+    """
+    global _calls
+    with _lock:
+        if _calls <= 0:
+            raise RuntimeError("stop_tracking_creation() matches no track_creation() call: tracking was not turned on")
+        _calls -= 1
+        release()
