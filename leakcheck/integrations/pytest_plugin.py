@@ -234,7 +234,7 @@ class LeakCheckPlugin:
                 except pytest.PytestConfigWarning:  # -W error: a usage error, rather than an internal error
                     raise pytest.UsageError(warning) from None
             return
-        if self.settings.enabled and self.settings.default_options.track_creation:
+        if self.settings.default_options.track_creation:
             # On for the whole run, not test by test: fixtures and teardown between tests are seen too.
             # What no test starts (broader fixtures, code at import) is the run's: shared, so a
             # session server's handler threads are blamed on the test whose request left them stuck.

@@ -31,7 +31,7 @@ import sys
 import threading
 from collections import deque
 from types import CodeType
-from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..records import Frame, _Record, format_frames, shown
 from .frames import code_frame, is_library_file, safely

@@ -2,7 +2,8 @@
 
 Takes the arguments of ``python -m unittest`` (``discover``, module names,
 ``-v``, ``-k``, ...), plus ``--leakcheck-timeout=SECONDS``,
-``--leakcheck-kinds=threads,tasks`` and ``--version``.  Each test's window
+``--leakcheck-kinds=threads,tasks``, ``--leakcheck-track[=yes|no]`` and
+``--version``.  Each test's window
 runs from before ``setUp`` to after its last cleanup; a leak is a failure of
 that test, with the stacks, and makes the exit status non-zero.  Tests that
 check themselves already (``@no_leaks``, ``LeakCheckTestCase``) are not
@@ -92,6 +93,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KINDS",
         help=f"what to check, comma-separated: {','.join(flag_kinds())} (default: {','.join(default_kinds())})",
     )
+    parser.add_argument(
+        "--leakcheck-track",
+        metavar="yes|no",
+        nargs="?",
+        const="yes",
+        help="record where each thread, task and process is created, and blame each test only for what it "
+        "started (default: what LEAKCHECK_TRACK says, else no)",
+    )
     parser.add_argument("--version", action="version", version=f"leakcheck {__version__}")
     return parser
 
@@ -99,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
 def _split_arguments(argv: Sequence[str]) -> Tuple[LeakCheck, List[str]]:
     """Take leakcheck's own options out of ``argv``; the rest is for unittest."""
     from ..engine.options import parse_kinds, parse_seconds
+    from ..kinds.tracking import env_default, parse_flag
 
     parser = _parser()
     ours, rest = parser.parse_known_args(argv)
@@ -108,6 +118,12 @@ def _split_arguments(argv: Sequence[str]) -> Tuple[LeakCheck, List[str]]:
             options["timeout"] = parse_seconds(ours.leakcheck_timeout, "--leakcheck-timeout")
         if ours.leakcheck_kinds is not None:
             options.update(parse_kinds(ours.leakcheck_kinds, "--leakcheck-kinds (--kinds)"))
+        if ours.leakcheck_track is not None:
+            options["track_creation"] = parse_flag(ours.leakcheck_track, "--leakcheck-track")
+        else:
+            from_env = env_default()
+            if from_env is not None:
+                options["track_creation"] = from_env
     except ValueError as error:
         parser.error(str(error))
     if "-h" in rest or "--help" in rest:
@@ -121,4 +137,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Any:
     check, rest = _split_arguments(sys.argv[1:] if argv is None else argv)
     result_class = type("LeakCheckResult", (LeakCheckResult,), {"check": check})
     runner = type("LeakCheckRunner", (unittest.TextTestRunner,), {"resultclass": result_class})
-    return unittest.main(module=None, argv=[_PROG, *rest], testRunner=runner)
+    if not check.options.track_creation:
+        return unittest.main(module=None, argv=[_PROG, *rest], testRunner=runner)
+    from ..kinds import tracking
+    from ..kinds.creation import Owner, set_default_owner
+
+    # On for the whole run; what no test starts (setUpClass, code at import) is the run's, shared: a
+    # class's server thread answers to the test whose request left its handler stuck.
+    with tracking.track_creation():
+        set_default_owner(Owner(None, shared=True))
+        try:
+            return unittest.main(module=None, argv=[_PROG, *rest], testRunner=runner)
+        finally:
+            set_default_owner(None)
