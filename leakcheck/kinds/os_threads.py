@@ -96,8 +96,9 @@ from typing import (
 
 from ..records import LITERAL, Frame, format_frames
 from .base import InfoRecord, JsonFields, Kind, TextFields
+from .creation import Created
 from .frames import safely, thread_frames
-from .threads import live_threads
+from .threads import live_threads, started_by
 
 _TASKS = "/proc/self/task"
 """Where the kernel lists this process's threads; tests point it elsewhere."""
@@ -648,6 +649,12 @@ class OsThreadKind(Kind):
     def wait(self, objs: Sequence[Any], deadline: float) -> None:
         # Nothing to join: a _thread thread has no handle, a native one is not Python's.  So look again.
         super().wait([thread for thread in objs if not self.is_exempt(thread)], deadline)
+
+    def creation(self, obj: Any) -> Optional[Created]:
+        # Only a _thread thread that tracking saw start has a creation site; a native one never does.
+        if not isinstance(obj, OsThread) or obj.ident is None:
+            return None
+        return started_by(obj.ident)
 
     def is_exempt(self, obj: Any) -> bool:
         thread: OsThread = obj

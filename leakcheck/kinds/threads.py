@@ -217,6 +217,11 @@ _PATCHES = (
 )
 
 
+def started_by(ident: int) -> Optional[Created]:
+    """What started the tracked ``_thread`` thread ``ident``, while it runs."""
+    return _started_raw.get(ident)
+
+
 def _owner_of_this_thread() -> Optional[Owner]:
     # threading._active, not current_thread(): that would make a dummy Thread for a foreign thread.
     try:
@@ -329,7 +334,7 @@ class ThreadKind(Kind):
     def creation(self, obj: Any) -> Optional[Created]:
         created = safely(lambda: vars(obj).get(_CREATED), None)
         if created is None and isinstance(obj, threading._DummyThread):
-            created = _started_raw.get(obj.ident or 0)
+            created = started_by(obj.ident or 0)
         return created if isinstance(created, Created) else None
 
 
