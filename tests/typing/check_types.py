@@ -9,7 +9,7 @@ line carries ``# type: ignore[code]``, which ``--strict`` reports as unused
 from __future__ import annotations
 
 import unittest
-from typing import Hashable, Mapping, Tuple
+from typing import Hashable, Mapping, Optional, Tuple
 
 from typing_extensions import assert_type
 
@@ -94,7 +94,26 @@ def checked_for_files(path: str) -> int:
 
 assert_type(checked_for_files("x"), int)
 
+# -- creation tracking: an option of every entry point, a context manager and a plain call
+
+assert_type(no_leaks(track_creation=True), LeakCheck)
+assert_type(leakcheck.snapshot(track_creation=True, fds=True), Snapshot)
+assert_type(leakcheck.find_leaks(snap, track_creation=False), LeakReport)
+with leakcheck.track_creation() as tracking:
+    assert_type(tracking, leakcheck.TrackCreation)
+assert_type(leakcheck.track_creation(), leakcheck.TrackCreation)
+assert_type(leakcheck.stop_tracking_creation(), None)
+assert_type(leakcheck.is_tracking_creation(), bool)
+assert_type(leakcheck.ignore_created_by("app.start_workers"), leakcheck.Matcher)
+site = report.leaks[0].created
+assert_type(site, Optional[leakcheck.CreationSite])
+if site is not None:
+    assert_type(site.frames, Tuple[leakcheck.Frame, ...])
+    assert_type(site.blamed, Optional[leakcheck.Frame])
+
 # Misuse: each line must be a type error (mypy --strict warns about an unused "type: ignore").
+no_leaks(track_creation="yes")  # type: ignore[call-overload]
+leakcheck.snapshot(track_creation=1)  # type: ignore[arg-type]
 no_leaks(fds="yes")  # type: ignore[call-overload]
 no_leaks(processes=1)  # type: ignore[call-overload]
 no_leaks(probes=probe)  # type: ignore[call-overload]
