@@ -156,11 +156,14 @@ class Tracked:
 
     def __del__(self) -> None:
         # A block that never ended (a generator abandoned inside it), or a snapshot's tracking let go.
-        if self.scope is not None and self.scope.owner.open:
-            close_scope(self.scope, here=False)
-        if self._held:
-            self._held = False
-            tracking.release()
+        try:
+            if self.scope is not None and self.scope.owner.open:
+                close_scope(self.scope, here=False)
+            if self._held:
+                self._held = False
+                tracking.release()
+        except Exception:  # at interpreter shutdown, modules may be half torn down
+            pass
 
     @property
     def owner(self) -> Optional[Owner]:

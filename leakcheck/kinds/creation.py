@@ -163,16 +163,24 @@ def _role(code: CodeType, module: object) -> int:
         if isinstance(module, str) and module.startswith(_RUNNER_MODULES):
             role = _BOUNDARY
         else:
-            role = _LIBRARY if is_library_file(code.co_filename) else _USER
+            role = _LIBRARY if safely(lambda: is_library_file(code.co_filename), False) else _USER
         _code_roles[code] = role
     return role
 
 
-def record(depth: int = 1) -> Created:
+def record(depth: int = 1) -> Optional[Created]:
     """What started a resource, called by a tracking hook: ``depth`` frames up is the call that started it.
 
-    Keeps code objects, offsets and module names, never a frame.
+    Keeps code objects, offsets and module names, never a frame.  ``None``
+    if that cannot be done: tracking must never make starting a thread fail.
     """
+    try:
+        return _record(depth + 1)
+    except Exception:
+        return None
+
+
+def _record(depth: int) -> Created:
     frame: Any = sys._getframe(depth + 1)
     raw: List[Any] = []
     left = _MOST_FRAMES

@@ -447,7 +447,9 @@ def _returns_pid_hook(original: Any, patch: Patch) -> Any:
     def start(*args: Any, **kwargs: Any) -> Any:
         result = original(*args, **kwargs)
         if patch.active:
-            _remember(result[0] if isinstance(result, tuple) else result, record(1))  # forkpty: (pid, fd)
+            created = record(1)
+            if created is not None:
+                _remember(result[0] if isinstance(result, tuple) else result, created)  # forkpty: (pid, fd)
         return result
 
     start.__doc__ = original.__doc__

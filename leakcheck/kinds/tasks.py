@@ -273,7 +273,9 @@ def _create_task_hook(original: Any, patch: Patch) -> Any:
     def create_task(self: Any, coro: Any, *args: Any, **kwargs: Any) -> Any:
         task = original(self, coro, *args, **kwargs)
         if patch.active:
-            _remember(task, coro, record(1))
+            created = record(1)
+            if created is not None:
+                _remember(task, coro, created)
         return task
 
     create_task.__doc__ = original.__doc__

@@ -167,8 +167,10 @@ _started_raw: Dict[int, Created] = {}
 def _start_hook(original: Any, patch: Patch) -> Any:
     def start(self: threading.Thread) -> None:
         if patch.active:
+            created = record(1)
             try:
-                self.__dict__[_CREATED] = record(1)  # before it runs: what it starts looks its owner up here
+                if created is not None:  # before it runs: what it starts looks its owner up here
+                    self.__dict__[_CREATED] = created
             except Exception:  # a Thread subclass that refuses attributes is started untracked
                 pass
         return original(self)  # type: ignore[no-any-return]
@@ -203,7 +205,9 @@ class _Started:
 def _start_new_thread_hook(original: Any, patch: Patch) -> Any:
     def start_new_thread(function: Any, args: Any, *kwargs: Any) -> Any:
         if patch.active:
-            function = _Started(function, record(1))
+            created = record(1)
+            if created is not None:
+                function = _Started(function, created)
         return original(function, args, *kwargs)
 
     start_new_thread.__doc__ = original.__doc__
