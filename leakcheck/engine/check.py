@@ -260,6 +260,10 @@ def no_leaks(target: Any = None, /, **options: Unpack[NoLeaksOptions]) -> Any:
     ``@no_leaks`` and ``@no_leaks(...)`` on functions, coroutine functions and
     ``unittest.TestCase`` classes.  Invalid options raise ``TypeError`` or
     ``ValueError`` here, not when the block ends.
+
+    With ``track_creation=True`` (or ``LEAKCHECK_TRACK=1``, or tracking on
+    through :func:`~leakcheck.track_creation`), each leak says where it was
+    created, and the block blames only what it started itself.
     """
     # Every option left at its default, the common case, kept cheap: a new object (every block its own),
     # validated options shared.
@@ -281,6 +285,10 @@ def find_leaks(baseline: Snapshot, **options: Unpack[FindOptions]) -> LeakReport
     baseline (``snapshot(fds=True)`` for ``find_leaks(..., fds=True)``).
     Tasks on the caller's own running loop cannot finish while this blocks;
     use ``async with no_leaks()`` there.
+
+    With creation tracking (``track_creation=True``, or a baseline taken with
+    it), leaks say where they were created.  There is no block here, so
+    nothing is left out as another block's: ownership needs ``no_leaks``.
     """
     if not isinstance(baseline, Snapshot):
         raise TypeError(f"find_leaks takes a Snapshot from leakcheck.snapshot(), not {type(baseline).__name__}")
