@@ -26,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import leakcheck
 import leakcheck.remote.endpoint
 import leakcheck.remote.server
 from leakcheck import (
@@ -146,6 +147,35 @@ def test_get_returns_a_text_dump_naming_a_parked_thread(server: StackServer, par
     assert "MainThread" in thread_names(dump)
     # the server's own threads, the listener and the one answering, are never in the dump
     assert "leakcheck-stack" not in body.decode("utf-8")
+
+
+def start_follower(parked: helpers.ParkedThreads) -> None:
+    """Starts the follower thread: the creation site a tracking target's dump names."""
+    parked.start(name=FOLLOWER)
+
+
+@pytest.mark.parametrize("form", ["text", "json"])
+def test_a_tracking_target_serves_creation_sites(parked: helpers.ParkedThreads, form: str) -> None:
+    with leakcheck.track_creation(), serve_stacks() as running:
+        start_follower(parked)
+        status, _, body = fetch(running.url + f"?format={form}")
+    assert status == 200
+    dump = parse_dump(body.decode("utf-8")) if form == "text" else Snapshot.from_json(body)
+    (follower,) = [info for info in dump.threads if info.name == FOLLOWER]
+    assert follower.created is not None
+    assert follower.created.blamed is not None
+    assert follower.created.blamed.function == "helpers.ParkedThreads.start"  # the innermost frame outside the stdlib
+    assert "test_server.start_follower" in [frame.function for frame in follower.created.frames]
+
+
+def test_a_target_that_does_not_track_serves_no_creation_sites(
+    server: StackServer, parked: helpers.ParkedThreads
+) -> None:
+    start_follower(parked)
+    status, _, body = fetch(server.url)
+    assert status == 200
+    assert "Created at" not in body.decode("utf-8")
+    assert all(info.created is None for info in parse_dump(body.decode("utf-8")).threads)
 
 
 def test_url_names_the_bound_port(server: StackServer) -> None:
