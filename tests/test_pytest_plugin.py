@@ -918,15 +918,20 @@ def test_fixture_offers_what_a_test_calls_on_the_module_it_hides(pytester):
         def tail_logs(gate):
             follow_logs(gate)
 
+        def start_auditor():
+            leak("log-auditor")
+
         def test_matchers(leakcheck: leakcheck.LeakCheckFixture):
             leakcheck.ignore(
                 leakcheck.ignore_name("^log-follower$"),
                 leakcheck.ignore_top_function("test_inner.push_metrics"),
                 leakcheck.ignore_any_function("test_inner.tail_logs"),
+                leakcheck.ignore_created_by("test_inner.start_auditor"),
             )
             leak("log-follower")
             leak("metrics-pusher", push_metrics)
             leak("log-tailer", tail_logs)
+            start_auditor()
             leak("log-reporter")
             taken = leakcheck.snapshot()
             assert [info.name for info in leakcheck.find_stacks("tail_logs", source=taken)] == ["log-tailer"]
@@ -938,7 +943,7 @@ def test_fixture_offers_what_a_test_calls_on_the_module_it_hides(pytester):
     result.assert_outcomes(passed=1, errors=1)
     report = report_of(result, "test_inner.py::test_matchers")
     assert "thread 'log-reporter' in test_inner.follow_logs" in report
-    for ignored in ("log-follower", "metrics-pusher", "log-tailer"):
+    for ignored in ("log-follower", "metrics-pusher", "log-tailer", "log-auditor"):
         assert ignored not in report
 
 

@@ -26,7 +26,14 @@ from typing import Any, Dict, Generator, List, Optional, Sequence, Tuple, Union,
 import pytest
 
 from ..engine.compare import check_steps, started_since, take_census
-from ..engine.matching import MatcherLike, ignore_any_function, ignore_name, ignore_top_function, validate_matchers
+from ..engine.matching import (
+    MatcherLike,
+    ignore_any_function,
+    ignore_created_by,
+    ignore_name,
+    ignore_top_function,
+    validate_matchers,
+)
 from ..engine.options import Options
 from ..engine.self_checked import is_self_checked, may_have_self_checked_tests
 from ..engine.snapshot import snapshot
@@ -483,6 +490,7 @@ class LeakCheckFixture:
     ignore_name = staticmethod(ignore_name)
     ignore_top_function = staticmethod(ignore_top_function)
     ignore_any_function = staticmethod(ignore_any_function)
+    ignore_created_by = staticmethod(ignore_created_by)
 
     def __init__(self, windows: Sequence[ScopeWindow]) -> None:
         self._windows = [window for window in windows if window.checked]
