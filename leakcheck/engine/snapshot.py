@@ -43,9 +43,7 @@ def snapshot(**options: Unpack[SnapshotOptions]) -> Snapshot:
         if name not in KIND_NAMES:
             raise unknown_option(name, "snapshot()", _OPTION_NAMES)
     chosen = _default_kinds() if not kinds else _kinds(kinds)
-    track = options.get("track_creation")
-    if track is not None:
-        check_flag(track, "track_creation")
+    track = check_flag(options["track_creation"], "track_creation") if "track_creation" in options else None
     from_env = env_default() if track is None else track
     sites = is_tracking() if from_env is None else from_env
     tracked = Tracked(block=False) if track else None

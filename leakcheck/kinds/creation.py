@@ -34,7 +34,7 @@ from types import CodeType
 from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..records import Frame, _Record, format_frames, shown
-from .frames import code_frame, is_library_file, safely
+from .frames import HIDDEN_CODES, code_frame, is_library_file, safely
 
 _BEYOND_MARKED = 6
 """Frames kept past the marked one: enough to see who called it, without a test runner's whole stack."""
@@ -55,6 +55,8 @@ class CreationSite(_Record):
     """The index in ``frames`` of the innermost frame outside the standard library and leakcheck, if any."""
 
     def __init__(self, frames: Tuple[Frame, ...], marked: Optional[int]) -> None:
+        if not frames:
+            raise ValueError("a creation site has at least one frame: the call that started the resource")
         if marked is not None and not 0 <= marked < len(frames):
             raise ValueError(f"a creation site of {len(frames)} frames cannot mark frame {marked}")
         self._init(frames=frames, marked=marked)
@@ -187,6 +189,9 @@ def _record(depth: int) -> Created:
     beyond = -1  # frames still kept past the marked one; -1 until it is found
     while frame is not None and left and beyond:
         code = frame.f_code
+        if code in HIDDEN_CODES:  # another hook of ours, around the one recording (a pool's submit)
+            frame = frame.f_back
+            continue
         module = frame.f_globals.get("__name__")
         role = _role(code, module)
         if role == _BOUNDARY and raw:
@@ -265,10 +270,24 @@ def exit_owner(token: contextvars.Token[Optional[Owner]]) -> None:
         pass
 
 
+NOBODY = Owner(None)
+"""The owner of code that runs for nobody's block, where its thread's own owner would otherwise apply."""
+NOBODY.open = False
+
+
 def run_owned_by(owner: Optional[Owner], function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``function`` with ``owner`` as the owner of what it starts (in a thread that has no context yet)."""
-    _owner.set(owner)
-    return function(*args, **kwargs)
+    """Call ``function`` with ``owner`` (``None``: nobody) as the owner of what it starts: a job in a pool's thread."""
+    token = _owner.set(NOBODY if owner is None else owner)
+    try:
+        return function(*args, **kwargs)
+    finally:
+        try:
+            _owner.reset(token)
+        except (ValueError, RuntimeError):  # the function switched contexts under us; leave it be
+            pass
+
+
+HIDDEN_CODES.add(run_owned_by.__code__)
 
 
 class Scope(NamedTuple):
@@ -290,7 +309,7 @@ def open_scope() -> Scope:
     parent = current_owner()
     # Never inside a shared owner: else, while shared code runs in a block's thread, the block's
     # newer-and-inside rule would take what the shared code starts for the block's own.
-    owner = Owner(None if parent is None or parent.shared else parent)
+    owner = Owner(None if parent is None or parent.shared or parent is NOBODY else parent)
     token = _owner.set(owner)
     # A block in a coroutine owns only what its task (and the tasks it makes) start: other tasks on
     # the loop run in this thread too.  Elsewhere, the thread's code is the block's, whatever its context.
@@ -418,6 +437,9 @@ class Patch:
             self._own = self.name in vars(self.target)
             self._original = current
             self._replacement = self._hook(current, self)
+            hook_code = getattr(self._replacement, "__code__", None)
+            if hook_code is not None:  # a creation stack shows the user's call, not the hook around it
+                HIDDEN_CODES.add(hook_code)
             setattr(self.target, self.name, self._replacement)
         self.active = True
 

@@ -14,7 +14,7 @@ import linecache
 import os
 import sys
 from types import CodeType, FrameType, FunctionType
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, TypeVar
 
 from ..records import Frame
 
@@ -165,15 +165,21 @@ def frame_record(frame: FrameType) -> Frame:
     return Frame(filename, lineno, code_qualname(code, frame.f_globals), line)
 
 
+HIDDEN_CODES: Set[CodeType] = set()
+"""Code of leakcheck's own that runs *around* user code (a tracked job's owner): never shown in a stack."""
+
+
 def thread_frames(frame: Optional[FrameType], skip_modules: Tuple[str, ...] = ()) -> Tuple[Frame, ...]:
     """The stack ending at ``frame``, outermost first.
 
     Innermost frames whose module starts with one of ``skip_modules`` are
-    dropped, so a thread capturing itself does not show the capture code.
+    dropped, so a thread capturing itself does not show the capture code;
+    and so are frames of :data:`HIDDEN_CODES`, wherever they are.
     """
     raw: List[FrameType] = []
     while frame is not None:
-        raw.append(frame)
+        if frame.f_code not in HIDDEN_CODES:
+            raw.append(frame)
         frame = frame.f_back
     del frame
     if skip_modules:

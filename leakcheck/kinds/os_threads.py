@@ -652,9 +652,10 @@ class OsThreadKind(Kind):
 
     def creation(self, obj: Any) -> Optional[Created]:
         # Only a _thread thread that tracking saw start has a creation site; a native one never does.
-        if not isinstance(obj, OsThread) or obj.ident is None:
+        if not isinstance(obj, OsThread):
             return None
-        return started_by(obj.ident)
+        # By TID too: a thread found before it ran Python code has no ident yet, and is paired late.
+        return started_by(obj.ident, obj.tid)
 
     def is_exempt(self, obj: Any) -> bool:
         thread: OsThread = obj

@@ -30,10 +30,63 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set
 
 from . import asyncio_compat as compat
 from .base import InfoRecord
+from .creation import Owner, Patch, current_owner, run_owned_by
+from .frames import HIDDEN_CODES
 from .stack_top import top_frame, waits_for_work
 from .tasks import drivable_loops
 
 _REACH = 3  # steps from a module global to a pool's worker object: global -> pool -> dict -> worker
+
+
+# -- creation tracking: a job belongs to the block that submitted it, not to the block that started its worker
+
+
+class _OwnedJob:
+    """A job submitted to a ``ThreadPoolExecutor`` while tracking: it runs owned by its submitter's block."""
+
+    __slots__ = ("function", "owner")
+
+    def __init__(self, function: Any, owner: Optional[Owner]) -> None:
+        self.function = function
+        self.owner = owner
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return run_owned_by(self.owner, self.function, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return repr(self.function)
+
+
+HIDDEN_CODES.add(_OwnedJob.__call__.__code__)
+
+
+def _runs_jobs_in_threads(executor: Any) -> bool:
+    # 3.14's InterpreterPoolExecutor is a ThreadPoolExecutor that ships each job to another interpreter,
+    # which could not take a wrapped job: only pools that prepare their workers as ThreadPoolExecutor does.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def preparation(cls: Any) -> Any:
+        return getattr(getattr(cls, "prepare_context", None), "__func__", None)
+
+    return preparation(type(executor)) is preparation(ThreadPoolExecutor)
+
+
+def _submit_hook(original: Any, patch: Patch) -> Any:
+    def submit(self: Any, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        if patch.active and _runs_jobs_in_threads(self):
+            fn = _OwnedJob(fn, current_owner())
+        return original(self, fn, *args, **kwargs)
+
+    submit.__doc__ = original.__doc__
+    submit.__wrapped__ = original  # type: ignore[attr-defined]
+    return submit
+
+
+def pool_patches() -> List[Patch]:
+    """The hooks that make a pool's jobs run owned by whoever submitted them (``map`` submits too)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    return [Patch(ThreadPoolExecutor, "submit", _submit_hook)]
 
 
 def executor_of(thread: threading.Thread) -> Optional[Any]:

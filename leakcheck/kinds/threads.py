@@ -18,7 +18,7 @@ from typing import AbstractSet, Any, Dict, FrozenSet, Hashable, List, Optional, 
 from ..records import LITERAL, Frame, format_frames
 from .base import InfoRecord, JsonFields, Kind, TextFields
 from .creation import Created, Owner, Patch, add_boundary, add_owner_source, record, remove_owner_source, run_owned_by
-from .frames import as_text, safely, thread_frames
+from .frames import HIDDEN_CODES, as_text, safely, thread_frames
 
 
 class ThreadInfo(InfoRecord):
@@ -162,6 +162,8 @@ _CREATED = "_leakcheck_created"
 """The attribute of a tracked ``Thread`` that holds its :class:`~leakcheck.kinds.creation.Created`."""
 _started_raw: Dict[int, Created] = {}
 """What started the ``_thread`` threads now running, by ident: their dummy ``Thread`` has no attribute to hold it."""
+_started_native: Dict[int, Created] = {}
+"""The same, by native id: the OS threads kind may know a thread by its TID only."""
 
 
 def _start_hook(original: Any, patch: Patch) -> Any:
@@ -191,15 +193,19 @@ class _Started:
         self.created = created
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        ident = threading.get_ident()
-        _started_raw[ident] = self.created
+        ident, native_id = threading.get_ident(), threading.get_native_id()
+        _started_raw[ident] = _started_native[native_id] = self.created
         try:
             return run_owned_by(self.created.owner, self.function, *args, **kwargs)
         finally:
             _started_raw.pop(ident, None)
+            _started_native.pop(native_id, None)
 
     def __repr__(self) -> str:  # what an unhandled exception's message names
         return repr(self.function)
+
+
+HIDDEN_CODES.add(_Started.__call__.__code__)
 
 
 def _start_new_thread_hook(original: Any, patch: Patch) -> Any:
@@ -219,11 +225,23 @@ _PATCHES = (
     Patch(_thread, "start_new_thread", _start_new_thread_hook),
     Patch(_thread, "start_new", _start_new_thread_hook),  # the old alias, where it is still there
 )
+_pool_patches: List[Patch] = []
 
 
-def started_by(ident: int) -> Optional[Created]:
-    """What started the tracked ``_thread`` thread ``ident``, while it runs."""
-    return _started_raw.get(ident)
+def _all_patches() -> List[Patch]:
+    if not _pool_patches:
+        from .thread_pools import pool_patches
+
+        _pool_patches.extend(pool_patches())
+    return [*_PATCHES, *_pool_patches]
+
+
+def started_by(ident: Optional[int], native_id: Optional[int] = None) -> Optional[Created]:
+    """What started the tracked ``_thread`` thread with this ident (or else native id), while it runs."""
+    found = _started_raw.get(ident) if ident is not None else None
+    if found is None and native_id is not None:
+        found = _started_native.get(native_id)
+    return found
 
 
 def _owner_of_this_thread() -> Optional[Owner]:
@@ -328,7 +346,7 @@ class ThreadKind(Kind):
         bootstrap = getattr(threading.Thread, "_bootstrap_inner", None)
         if on and bootstrap is not None:
             add_boundary(bootstrap.__code__)  # a creation stack in a thread ends where the thread began
-        for patch in _PATCHES:
+        for patch in _all_patches() if on or _pool_patches else _PATCHES:
             patch.apply() if on else patch.undo()
         if on:
             add_owner_source(_owner_of_this_thread)

@@ -433,6 +433,8 @@ class _RecordFields:
         site = _RecordFields(self._record["created"], f"{self._where}.created")
         frames = site.frames()
         marked = site.field("marked", _OPTIONAL_INT)
+        if not frames:
+            raise site.error("a creation site has at least one frame")
         if marked is not None and marked >= len(frames):
             raise site.error(f"marks frame {marked} of {len(frames)}")
         return CreationSite(frames, marked)
