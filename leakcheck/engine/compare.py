@@ -26,7 +26,7 @@ import weakref
 from typing import Any, Dict, FrozenSet, List, Optional, Protocol, Sequence, Tuple
 
 from ..kinds.base import Census, InfoRecord, Kind
-from ..kinds.creation import Owner, lost_since, take_lost
+from ..kinds.ownership import Owner, lost_since, take_lost
 from ..reporting.report import LeakReport
 from .matching import MatcherLike, builtin_ignores, global_matchers, is_ignored
 from .options import Options

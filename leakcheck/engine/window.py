@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from ..kinds import tracking
 from ..kinds.base import Census, Kind
-from ..kinds.creation import Owner, Scope, close_scope, lost_mark, lost_since, open_scope
+from ..kinds.ownership import Owner, Scope, close_scope, lost_mark, lost_since, open_scope
 from ..reporting.report import LeakError, LeakReport, LeakWarning
 from .compare import anything_started, check_steps, started_since, take_census
 from .matching import MatcherLike

@@ -40,7 +40,7 @@ from ..engine.snapshot import snapshot
 from ..engine.wait import run_blocking
 from ..engine.window import Location, Window, skips_check
 from ..kinds import tracking
-from ..kinds.creation import Owner, enter_owner, exit_owner, set_default_owner
+from ..kinds.ownership import Owner, enter_owner, exit_owner, set_default_owner
 from ..kinds.tasks import KIND as TASKS
 from ..kinds.tasks import LoopTaskKind
 from ..remote.assertions import assert_no_stack_match, assert_stack_match, find_stacks

@@ -54,8 +54,9 @@ from typing import AbstractSet, Any, Dict, FrozenSet, Hashable, List, NamedTuple
 
 from ..records import LITERAL, Frame, shown, shown_field
 from .base import InfoRecord, JsonFields, Kind, TextFields, remaining
-from .creation import Created, Patch, record
+from .creation import Created, record
 from .frames import as_text, attribute, safely
+from .tracking import Patch
 
 _PROC = "/proc"
 """Where procfs is mounted; tests point it elsewhere."""

@@ -11,8 +11,10 @@ from typing import AbstractSet, Any, Dict, Hashable, List, Optional, Sequence, T
 from ..records import ESCAPED, LITERAL, Frame, format_frames, shown
 from . import asyncio_compat as compat
 from .base import InfoRecord, JsonFields, Kind, TextFields
-from .creation import Created, Patch, add_boundary, record, report_lost
+from .creation import Created, add_boundary, record
 from .frames import as_text, attribute, coroutine_frames, safely
+from .ownership import report_lost
+from .tracking import Patch
 
 _AWAITING = "Awaiting "
 

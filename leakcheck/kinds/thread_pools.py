@@ -30,10 +30,11 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set
 
 from . import asyncio_compat as compat
 from .base import InfoRecord
-from .creation import Owner, Patch, current_owner, run_owned_by
 from .frames import HIDDEN_CODES
+from .ownership import Owner, current_owner, run_owned_by
 from .stack_top import top_frame, waits_for_work
 from .tasks import drivable_loops
+from .tracking import Patch
 
 _REACH = 3  # steps from a module global to a pool's worker object: global -> pool -> dict -> worker
 

@@ -17,8 +17,10 @@ from typing import AbstractSet, Any, Dict, FrozenSet, Hashable, List, Optional, 
 
 from ..records import LITERAL, Frame, format_frames
 from .base import InfoRecord, JsonFields, Kind, TextFields
-from .creation import Created, Owner, Patch, add_boundary, add_owner_source, record, remove_owner_source, run_owned_by
+from .creation import Created, add_boundary, record
 from .frames import HIDDEN_CODES, as_text, safely, thread_frames
+from .ownership import Owner, add_owner_source, remove_owner_source, run_owned_by
+from .tracking import Patch
 
 
 class ThreadInfo(InfoRecord):

@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 import threading
 from types import TracebackType
-from typing import Optional, Type
+from typing import Any, Callable, Optional, Type
 
+from .frames import HIDDEN_CODES
 from .registry import kinds
 
 ENV_VARIABLE = "LEAKCHECK_TRACK"
@@ -148,3 +149,55 @@ def stop_tracking_creation() -> None:
             raise RuntimeError("stop_tracking_creation() matches no track_creation() call: tracking was not turned on")
         _calls -= 1
         release()
+
+
+# -- the hooks
+
+
+_MISSING = object()
+
+
+class Patch:
+    """One attribute that tracking replaces with a hook, and puts back exactly.
+
+    ``hook(original)`` makes the replacement, which must call ``original``
+    and record nothing once :attr:`active` is false: someone may have
+    wrapped it in turn, and their wrapper outlives tracking.
+    """
+
+    __slots__ = ("_hook", "_original", "_own", "_replacement", "active", "name", "target")
+
+    def __init__(self, target: Any, name: str, hook: Callable[[Any, Patch], Any]) -> None:
+        self.target = target
+        self.name = name
+        self._hook = hook
+        self._original: Any = _MISSING
+        self._replacement: Any = _MISSING
+        self._own = False
+        self.active = False
+
+    def apply(self) -> None:
+        """Put the hook in place (nothing, where the attribute does not exist here)."""
+        current = getattr(self.target, self.name, _MISSING)
+        if current is _MISSING:
+            return
+        if current is not self._replacement:
+            self._own = self.name in vars(self.target)
+            self._original = current
+            self._replacement = self._hook(current, self)
+            hook_code = getattr(self._replacement, "__code__", None)
+            if hook_code is not None:  # a creation stack shows the user's call, not the hook around it
+                HIDDEN_CODES.add(hook_code)
+            setattr(self.target, self.name, self._replacement)
+        self.active = True
+
+    def undo(self) -> None:
+        """Put the original back, unless someone replaced the hook meanwhile (then it only stops recording)."""
+        self.active = False
+        if self._replacement is _MISSING or getattr(self.target, self.name, _MISSING) is not self._replacement:
+            return
+        if self._own:
+            setattr(self.target, self.name, self._original)
+        else:  # it came from a base class: the class had none of its own
+            delattr(self.target, self.name)
+        self._replacement = _MISSING

@@ -140,7 +140,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Any:
     if not check.options.track_creation:
         return unittest.main(module=None, argv=[_PROG, *rest], testRunner=runner)
     from ..kinds import tracking
-    from ..kinds.creation import Owner, set_default_owner
+    from ..kinds.ownership import Owner, set_default_owner
 
     # On for the whole run; what no test starts (setUpClass, code at import) is the run's, shared: a
     # class's server thread answers to the test whose request left its handler stuck.
