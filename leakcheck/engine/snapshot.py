@@ -35,8 +35,9 @@ def snapshot(**options: Unpack[SnapshotOptions]) -> Snapshot:
     With creation tracking on (``track_creation=True``, ``LEAKCHECK_TRACK=1``
     or :func:`~leakcheck.track_creation`), each record carries where its
     resource was started, if tracking saw it start.  ``track_creation=True``
-    also keeps tracking on for as long as the snapshot is kept, so that a
-    :func:`find_leaks` against it can tell where the new resources began.
+    (or ``LEAKCHECK_TRACK=1``) also keeps tracking on for as long as the
+    snapshot is kept, so that a :func:`find_leaks` against it can tell where
+    the new resources began.
     """
     kinds = {name: value for name, value in options.items() if name != "track_creation"}
     for name in kinds:
@@ -46,7 +47,7 @@ def snapshot(**options: Unpack[SnapshotOptions]) -> Snapshot:
     track = check_flag(options["track_creation"], "track_creation") if "track_creation" in options else None
     from_env = env_default() if track is None else track
     sites = is_tracking() if from_env is None else from_env
-    tracked = Tracked(block=False) if track else None
+    tracked = Tracked(block=False) if from_env else None
     census = take_census(chosen)
     return Snapshot(
         records={kind.name: _records(kind, sites) for kind in chosen},

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import sys
 from types import CodeType
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from ..records import Frame, _Record, format_frames, shown
-from .frames import HIDDEN_CODES, code_frame, is_library_file, safely
+from .frames import code_frame, is_hidden, is_library_file, safely
 from .ownership import Owner, current_owner
 
 _BEYOND_MARKED = 6
@@ -75,55 +75,56 @@ MARK = "> "
 """What the marked frame's line starts with, where other frames have two spaces."""
 
 
-class Created:
-    """What a tracking hook records when a resource starts: its raw creation stack and its owner."""
+class Created(Tuple[Any, ...]):
+    """What a tracking hook records when a resource starts: its raw creation stack, the marked frame, its owner.
 
-    __slots__ = ("_raw", "_site", "owner")
+    A tuple (``(frames, marked, owner)``): made for every thread, task and
+    process started while tracking is on, it must cost as little as can be.
+    """
 
-    def __init__(self, raw: Tuple[Any, ...], owner: Optional[Owner]) -> None:
-        self._raw = raw  # code, offset, module name, marked?, for each frame, innermost first
-        self._site: Optional[CreationSite] = None
-        self.owner = owner
+    __slots__ = ()
+
+    @property
+    def owner(self) -> Optional[Owner]:
+        """The block that started it, or ``None``: nobody's."""
+        return self[2]  # type: ignore[no-any-return]
 
     def site(self) -> CreationSite:
-        """The creation site, formatted on first use."""
-        if self._site is None:
-            raw = self._raw
-            frames: List[Frame] = []
-            marked: Optional[int] = None
-            for index in range(len(raw) - 4, -4, -4):  # outermost first
-                code, offset, module, is_marked = raw[index : index + 4]
-                if is_marked:
-                    marked = len(frames)
-                frames.append(code_frame(code, offset, module))
-            self._site = CreationSite(tuple(frames), marked)
-        return self._site
+        """The creation site, with its lines and names looked up now."""
+        raw, marked = self[0], self[1]  # (code, offset, module name) for each frame, innermost first
+        frames = tuple(code_frame(code, offset, module) for code, offset, module in reversed(raw))
+        return CreationSite(frames, len(raw) - 1 - marked if marked >= 0 else None)  # outermost first
 
 
-_USER, _LIBRARY, _BOUNDARY = 0, 1, 2
-_code_roles: Dict[CodeType, int] = {}
+_USER, _LIBRARY, _BOUNDARY, _HIDDEN = 0, 1, 2, 3
+_Role = Tuple[int, Optional[str], CodeType]
+_code_roles: Dict[int, _Role] = {}
+"""What each code object seen in a creation stack is, with the name of its module, by ``id()`` (the code is kept,
+so the id stays its own): hashing a code object hashes its whole contents, every time."""
 _RUNNER_MODULES = ("_pytest.", "pluggy.", "unittest.")
 """Test runners: a creation stack stops where the runner called the test, whose frames say nothing more."""
+_boundaries: Set[CodeType] = set()
 
 
 def add_boundary(code: CodeType) -> None:
     """Stop creation stacks at frames running ``code``: where a thread or an event loop's callback begins."""
-    _code_roles[code] = _BOUNDARY
+    _boundaries.add(code)
+    _code_roles.pop(id(code), None)
 
 
-def _role(code: CodeType, module: object) -> int:
-    role = _code_roles.get(code)
-    if role is None:
-        if len(_code_roles) >= 4096:  # a bound, for code made at run time (exec, lambdas in loops)
-            boundaries = {known: role for known, role in _code_roles.items() if role == _BOUNDARY}
-            _code_roles.clear()
-            _code_roles.update(boundaries)
-        if isinstance(module, str) and module.startswith(_RUNNER_MODULES):
-            role = _BOUNDARY
-        else:
-            role = _LIBRARY if safely(lambda: is_library_file(code.co_filename), False) else _USER
-        _code_roles[code] = role
-    return role
+def _classify(code: CodeType, namespace: Dict[str, Any]) -> _Role:
+    if len(_code_roles) >= 4096:  # a bound, for code made at run time (exec, lambdas in loops)
+        _code_roles.clear()
+    module = namespace.get("__name__")
+    module = module if isinstance(module, str) else None
+    if is_hidden(code):
+        role = _HIDDEN
+    elif code in _boundaries or (module is not None and module.startswith(_RUNNER_MODULES)):
+        role = _BOUNDARY
+    else:
+        role = _LIBRARY if safely(lambda: is_library_file(code.co_filename), False) else _USER
+    entry = _code_roles[id(code)] = (role, module, code)
+    return entry
 
 
 def record(depth: int = 1) -> Optional[Created]:
@@ -131,37 +132,38 @@ def record(depth: int = 1) -> Optional[Created]:
 
     Keeps code objects, offsets and module names, never a frame.  ``None``
     if that cannot be done: tracking must never make starting a thread fail.
+    Runs for every thread, task and process started while tracking is on:
+    one dictionary lookup per frame, for at most a few frames.
     """
     try:
-        return _record(depth + 1)
+        frame: Any = sys._getframe(depth + 1)
+        roles = _code_roles
+        kept: List[Tuple[CodeType, int, Optional[str]]] = []
+        marked = -1
+        while frame is not None:
+            code = frame.f_code
+            entry = roles.get(id(code))
+            if entry is None or entry[2] is not code:
+                entry = _classify(code, frame.f_globals)
+            role = entry[0]
+            if role == _HIDDEN:  # another hook of ours, around the one recording (a pool's submit)
+                frame = frame.f_back
+                continue
+            if role == _BOUNDARY and kept:
+                break
+            kept.append((code, frame.f_lasti, entry[1]))
+            if marked < 0:
+                if role == _USER:
+                    marked = len(kept) - 1
+            elif len(kept) - 1 - marked >= _BEYOND_MARKED:
+                break
+            if len(kept) >= _MOST_FRAMES:
+                break
+            frame = frame.f_back
+        del frame
+        return Created((kept, marked, current_owner()))
     except Exception:
         return None
-
-
-def _record(depth: int) -> Created:
-    frame: Any = sys._getframe(depth + 1)
-    raw: List[Any] = []
-    left = _MOST_FRAMES
-    beyond = -1  # frames still kept past the marked one; -1 until it is found
-    while frame is not None and left and beyond:
-        code = frame.f_code
-        if code in HIDDEN_CODES:  # another hook of ours, around the one recording (a pool's submit)
-            frame = frame.f_back
-            continue
-        module = frame.f_globals.get("__name__")
-        role = _role(code, module)
-        if role == _BOUNDARY and raw:
-            break
-        is_marked = beyond < 0 and role == _USER
-        if is_marked:
-            beyond = _BEYOND_MARKED
-        elif beyond > 0:
-            beyond -= 1
-        raw += (code, frame.f_lasti, module, is_marked)
-        frame = frame.f_back
-        left -= 1
-    del frame
-    return Created(tuple(raw), current_owner())
 
 
 def site_text(site: Optional[CreationSite]) -> str:

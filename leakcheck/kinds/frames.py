@@ -14,7 +14,7 @@ import linecache
 import os
 import sys
 from types import CodeType, FrameType, FunctionType
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 from ..records import Frame
 
@@ -165,8 +165,18 @@ def frame_record(frame: FrameType) -> Frame:
     return Frame(filename, lineno, code_qualname(code, frame.f_globals), line)
 
 
-HIDDEN_CODES: Set[CodeType] = set()
-"""Code of leakcheck's own that runs *around* user code (a tracked job's owner): never shown in a stack."""
+_hidden: Dict[int, CodeType] = {}
+"""Code of leakcheck's own that runs *around* user code (a tracked job's owner), by ``id()``: never shown in a
+stack.  By id, with the code kept: hashing a code object hashes its whole contents, every time."""
+
+
+def hide_code(code: CodeType) -> None:
+    """Never show frames running ``code`` (leakcheck's own, around user code) in a stack."""
+    _hidden[id(code)] = code
+
+
+def is_hidden(code: CodeType) -> bool:
+    return id(code) in _hidden
 
 
 def thread_frames(frame: Optional[FrameType], skip_modules: Tuple[str, ...] = ()) -> Tuple[Frame, ...]:
@@ -174,11 +184,11 @@ def thread_frames(frame: Optional[FrameType], skip_modules: Tuple[str, ...] = ()
 
     Innermost frames whose module starts with one of ``skip_modules`` are
     dropped, so a thread capturing itself does not show the capture code;
-    and so are frames of :data:`HIDDEN_CODES`, wherever they are.
+    and so are the frames :func:`hide_code` names, wherever they are.
     """
     raw: List[FrameType] = []
     while frame is not None:
-        if frame.f_code not in HIDDEN_CODES:
+        if id(frame.f_code) not in _hidden:
             raw.append(frame)
         frame = frame.f_back
     del frame

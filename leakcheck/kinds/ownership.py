@@ -28,7 +28,7 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, List, NamedTuple, Optional, Sequence
 
-from .frames import HIDDEN_CODES, safely
+from .frames import hide_code, safely
 
 if TYPE_CHECKING:
     from .creation import Created
@@ -66,8 +66,21 @@ class Owner:
 
 
 _owner: contextvars.ContextVar[Optional[Owner]] = contextvars.ContextVar("leakcheck_owner", default=None)
-_opened = threading.local()  # .blocks: the blocks open in this thread, opened outside a running event loop
 _owner_sources: List[Callable[[], Optional[Owner]]] = []
+_UNKNOWN: Any = object()
+
+
+class _ThreadState(threading.local):
+    """Per thread: the blocks open in it (opened outside a running event loop), and the thread's own owner."""
+
+    inherited: Any = _UNKNOWN
+    """The owner of the thread itself, once looked up: it never changes while the thread runs."""
+
+    def __init__(self) -> None:
+        self.blocks: List[Owner] = []
+
+
+_here = _ThreadState()
 
 
 def add_owner_source(source: Callable[[], Optional[Owner]]) -> None:
@@ -81,27 +94,29 @@ def remove_owner_source(source: Callable[[], Optional[Owner]]) -> None:
         _owner_sources.remove(source)
 
 
-def _blocks_here() -> List[Owner]:
-    blocks: Optional[List[Owner]] = getattr(_opened, "blocks", None)
-    if blocks is None:
-        blocks = _opened.blocks = []
-    return blocks
-
-
 def current_owner() -> Optional[Owner]:
     """The block that owns what the running code starts now (see the module docstring)."""
     owner = _owner.get()
-    blocks: Optional[List[Owner]] = getattr(_opened, "blocks", None)
-    newest = blocks[-1] if blocks else None
-    if newest is not None and (owner is None or not owner.open or owner.holds(newest)):
-        return newest
+    here = _here
+    blocks = here.blocks
+    if blocks:
+        newest = blocks[-1]
+        if owner is None or not owner.open or owner.holds(newest):
+            return newest
     if owner is not None:
         return owner
+    inherited = here.inherited
+    if inherited is _UNKNOWN:
+        inherited = here.inherited = _inherited_owner()
+    return inherited if inherited is not None else _default_owner
+
+
+def _inherited_owner() -> Optional[Owner]:
     for source in _owner_sources:
         found = source()
         if found is not None:
             return found
-    return _default_owner
+    return None
 
 
 _default_owner: Optional[Owner] = None
@@ -142,7 +157,7 @@ def run_owned_by(owner: Optional[Owner], function: Callable[..., Any], *args: An
             pass
 
 
-HIDDEN_CODES.add(run_owned_by.__code__)
+hide_code(run_owned_by.__code__)
 
 
 class Scope(NamedTuple):
@@ -168,7 +183,7 @@ def open_scope() -> Scope:
     token = _owner.set(owner)
     # A block in a coroutine owns only what its task (and the tasks it makes) start: other tasks on
     # the loop run in this thread too.  Elsewhere, the thread's code is the block's, whatever its context.
-    blocks = None if _loop_running() else _blocks_here()
+    blocks = None if _loop_running() else _here.blocks
     if blocks is not None:
         blocks.append(owner)
     return Scope(owner, token, blocks)

@@ -272,8 +272,8 @@ def _remember(task: Any, coro: Any, created: Created) -> None:
 
 
 def _create_task_hook(original: Any, patch: Patch) -> Any:
-    def create_task(self: Any, coro: Any, *args: Any, **kwargs: Any) -> Any:
-        task = original(self, coro, *args, **kwargs)
+    def create_task(self: Any, coro: Any, **kwargs: Any) -> Any:  # keyword-only options, on every version
+        task = original(self, coro, **kwargs)
         if patch.active:
             created = record(1)
             if created is not None:

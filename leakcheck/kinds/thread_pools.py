@@ -30,7 +30,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set
 
 from . import asyncio_compat as compat
 from .base import InfoRecord
-from .frames import HIDDEN_CODES
+from .frames import hide_code
 from .ownership import Owner, current_owner, run_owned_by
 from .stack_top import top_frame, waits_for_work
 from .tasks import drivable_loops
@@ -58,7 +58,7 @@ class _OwnedJob:
         return repr(self.function)
 
 
-HIDDEN_CODES.add(_OwnedJob.__call__.__code__)
+hide_code(_OwnedJob.__call__.__code__)
 
 
 def _runs_jobs_in_threads(executor: Any) -> bool:

@@ -18,7 +18,7 @@ from typing import AbstractSet, Any, Dict, FrozenSet, Hashable, List, Optional, 
 from ..records import LITERAL, Frame, format_frames
 from .base import InfoRecord, JsonFields, Kind, TextFields
 from .creation import Created, add_boundary, record
-from .frames import HIDDEN_CODES, as_text, safely, thread_frames
+from .frames import as_text, hide_code, safely, thread_frames
 from .ownership import Owner, add_owner_source, remove_owner_source, run_owned_by
 from .tracking import Patch
 
@@ -168,9 +168,15 @@ _started_native: Dict[int, Created] = {}
 """The same, by native id: the OS threads kind may know a thread by its TID only."""
 
 
+def _has_started(thread: threading.Thread) -> bool:
+    started = thread.__dict__.get("_started")  # the Event every Thread has; not a subclass's property
+    return bool(safely(started.is_set, False)) if isinstance(started, threading.Event) else False
+
+
 def _start_hook(original: Any, patch: Patch) -> Any:
     def start(self: threading.Thread) -> None:
-        if patch.active:
+        # Not a second start(), which raises: the thread's site is where it really started.
+        if patch.active and not _has_started(self):
             created = record(1)
             try:
                 if created is not None:  # before it runs: what it starts looks its owner up here
@@ -207,7 +213,7 @@ class _Started:
         return repr(self.function)
 
 
-HIDDEN_CODES.add(_Started.__call__.__code__)
+hide_code(_Started.__call__.__code__)
 
 
 def _start_new_thread_hook(original: Any, patch: Patch) -> Any:

@@ -16,7 +16,7 @@ import threading
 from types import TracebackType
 from typing import Any, Callable, Optional, Type
 
-from .frames import HIDDEN_CODES
+from .frames import hide_code
 from .registry import kinds
 
 ENV_VARIABLE = "LEAKCHECK_TRACK"
@@ -105,7 +105,10 @@ class TrackCreation:
     def __enter__(self) -> TrackCreation:
         global _calls
         with _lock:  # from now on the block, not the call, holds tracking on
-            _calls = max(0, _calls - 1)
+            if _calls > 0:
+                _calls -= 1
+            else:  # stop_tracking_creation() undid this call already: the block has nothing to give back
+                self._held = False
         return self
 
     def __exit__(
@@ -187,7 +190,7 @@ class Patch:
             self._replacement = self._hook(current, self)
             hook_code = getattr(self._replacement, "__code__", None)
             if hook_code is not None:  # a creation stack shows the user's call, not the hook around it
-                HIDDEN_CODES.add(hook_code)
+                hide_code(hook_code)
             setattr(self.target, self.name, self._replacement)
         self.active = True
 
