@@ -21,6 +21,7 @@ from leakcheck import (
     TaskInfo,
     ThreadInfo,
     ignore_any_function,
+    ignore_created_by,
     ignore_globally,
     ignore_name,
     ignore_top_function,
@@ -463,6 +464,13 @@ def test_ignore_globally_unregister_is_idempotent_and_keeps_other_registrations(
         (ignore_any_function, "", ValueError),
         (ignore_any_function, "follow_logs", ValueError),
         (ignore_any_function, "socketserver.BaseServer.serve_forever\n", ValueError),
+        # names that can never match a module-qualified function
+        (ignore_top_function, "socketserver.", ValueError),
+        (ignore_any_function, ".serve_forever", ValueError),
+        (ignore_top_function, "socketserver..serve_forever", ValueError),
+        (ignore_created_by, "test_x.", ValueError),
+        (ignore_created_by, 42, TypeError),
+        (ignore_created_by, "start_helper", ValueError),
     ],
 )
 def test_matcher_factories_reject_bad_arguments(factory, argument, error):

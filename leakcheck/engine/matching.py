@@ -120,7 +120,14 @@ def _regex(pattern: object, what: str) -> Pattern[str]:
 def _qualname(qualname: object, what: str) -> str:
     if not isinstance(qualname, str):
         raise TypeError(f"{what} takes a qualified name as str, not {type(qualname).__name__}")
-    if not qualname or qualname != qualname.strip() or "." not in qualname:
+    if (
+        not qualname
+        or qualname != qualname.strip()
+        or "." not in qualname
+        or qualname.startswith(".")
+        or qualname.endswith(".")
+        or ".." in qualname
+    ):
         raise ValueError(
             f"{what} takes a module-qualified name such as 'socketserver.BaseServer.serve_forever', not {qualname!r}"
         )

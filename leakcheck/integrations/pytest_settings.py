@@ -198,7 +198,12 @@ def read_settings(config: pytest.Config) -> Settings:
         track, name = _setting(config, "leakcheck_track", "yes or no")
         if track is not None:
             given.append(name)
-            defaults["track_creation"] = parse_flag(track, "--leakcheck-track (ini leakcheck_track)")
+            try:
+                defaults["track_creation"] = parse_flag(track, "--leakcheck-track (ini leakcheck_track)")
+            except ValueError as error:
+                if name.startswith("--"):  # a bare --leakcheck-track took the next argument (a path) as its value
+                    raise ValueError(f"{error}: give the value after '=' (--leakcheck-track=yes)") from None
+                raise
         else:  # on by default: a checked run is where "created at" is needed most
             from_env = env_default()
             defaults["track_creation"] = True if from_env is None else from_env

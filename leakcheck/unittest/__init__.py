@@ -111,6 +111,8 @@ def _split_arguments(argv: Sequence[str]) -> Tuple[LeakCheck, List[str]]:
     from ..kinds.tracking import env_default, parse_flag
 
     parser = _parser()
+    # A bare --leakcheck-track means yes, and must not take unittest's next argument (discover) as its value.
+    argv = ["--leakcheck-track=yes" if argument == "--leakcheck-track" else argument for argument in argv]
     ours, rest = parser.parse_known_args(argv)
     options: Dict[str, Any] = {}
     try:
