@@ -123,16 +123,21 @@ def _frames(lines: _Lines) -> Tuple[Frame, ...]:
         if found is None:
             return tuple(frames)
         lines.take()
-        frame_number = lines.number
-        source = lines.peek()
-        text = ""
-        if source is not None and source.startswith(_SOURCE_PREFIX):
-            text = lines.take()[len(_SOURCE_PREFIX) :]
-        filename = found["plain_filename"]
-        if filename is None:
-            filename = _text(found["filename"], lines)
-        lineno = lines.integer(found["lineno"], "line number", frame_number)
-        frames.append(Frame(filename, lineno, _text(found["function"], lines), _text(text, lines)))
+        frames.append(_frame(found, lines, _SOURCE_PREFIX))
+
+
+def _frame(found: re.Match[str], lines: _Lines, source_prefix: str) -> Frame:
+    """The frame of the ``_FRAME`` line just taken, with its source line if the next line is one."""
+    frame_number = lines.number
+    source = lines.peek()
+    text = ""
+    if source is not None and source.startswith(source_prefix):
+        text = lines.take()[len(source_prefix) :]
+    filename = found["plain_filename"]
+    if filename is None:
+        filename = _text(found["filename"], lines)
+    lineno = lines.integer(found["lineno"], "line number", frame_number)
+    return Frame(filename, lineno, _text(found["function"], lines), _text(text, lines))
 
 
 def _literal(literal: str) -> Optional[str]:
@@ -234,16 +239,7 @@ def _created(lines: _Lines) -> Optional[CreationSite]:
             if marked is not None:
                 raise lines.error("a creation site marks two frames")
             marked = len(frames)
-        number = lines.number
-        source = lines.peek()
-        text = ""
-        if source is not None and source.startswith(_CREATED_SOURCE):
-            text = lines.take()[len(_CREATED_SOURCE) :]
-        filename = frame["plain_filename"]
-        if filename is None:
-            filename = _text(frame["filename"], lines)
-        lineno = lines.integer(frame["lineno"], "line number", number)
-        frames.append(Frame(filename, lineno, _text(frame["function"], lines), _text(text, lines)))
+        frames.append(_frame(frame, lines, _CREATED_SOURCE))
     if not frames:
         raise lines.error(f"expected the frames of the creation site after {CREATED_HEADING!r}")
     return CreationSite(tuple(frames), marked)
