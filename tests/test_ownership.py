@@ -976,3 +976,93 @@ def test_a_thread_leaked_by_run_in_executor_on_an_older_default_executor_is_blam
         assert f"thread 'job-leak' in {__name__}.leaked_by_a_job" in reported[0]
 
     asyncio.run(main())
+
+
+# -- regressions found in review
+
+
+def test_a_task_made_outside_every_block_stays_nobodys_when_a_block_drives_its_loop() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        with leakcheck.track_creation():
+
+            async def serve(requests: asyncio.Queue[asyncio.Event]) -> None:
+                while True:
+                    done = await requests.get()
+                    asyncio.get_running_loop().create_task(done.wait())  # a handler, forever
+                    await asyncio.sleep(0)
+
+            async def setup() -> Tuple[asyncio.Queue[asyncio.Event], asyncio.Task[None]]:
+                requests: asyncio.Queue[asyncio.Event] = asyncio.Queue()
+                return requests, asyncio.get_running_loop().create_task(serve(requests))
+
+            requests, server = loop.run_until_complete(setup())  # outside every block
+            stop = asyncio.Event()
+
+            async def request() -> None:
+                requests.put_nowait(stop)
+                for _ in range(3):
+                    await asyncio.sleep(0)
+
+            with no_leaks(track_creation=True, timeout=LEAK):  # the server's handler is not this block's
+                loop.run_until_complete(request())
+            stop.set()
+            server.cancel()
+            loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+
+
+def test_blocks_closed_out_of_order_leave_no_closed_block_owning_the_context() -> None:
+    from leakcheck.engine.window import Tracked
+    from leakcheck.kinds import ownership
+
+    outer, inner = Tracked(), Tracked()
+    outer.release()  # closed first
+    assert ownership.current_owner() is inner.owner
+    inner.release()
+    owner = ownership.current_owner()
+    assert owner is None or owner.open or owner.shared
+
+
+def test_a_task_collected_while_the_lost_log_is_being_read_does_not_deadlock() -> None:
+    from leakcheck.kinds import ownership
+
+    async def forever() -> None:
+        await asyncio.get_running_loop().create_future()
+
+    finished = threading.Event()
+
+    def collect_under_the_lock() -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            with leakcheck.track_creation():
+                loop.create_task(forever())  # noqa: RUF006 - dropped on purpose: it must be collected
+                loop.run_until_complete(asyncio.sleep(0))
+                with ownership._lost_lock:  # as take_lost() holds it when a collection starts
+                    gc.collect()  # the task's finalizer reports it lost, on this very thread
+                ownership.take_lost(0, None, ["tasks"])
+        finally:
+            loop.close()
+            finished.set()
+
+    thread = threading.Thread(target=collect_under_the_lock, name="collector", daemon=True)
+    thread.start()
+    assert finished.wait(JOIN_TIMEOUT), "a finalizer waited for a lock its own thread held"
+    thread.join(JOIN_TIMEOUT)
+
+
+def test_setting_the_default_owner_gives_back_the_one_it_replaces() -> None:
+    from leakcheck.kinds import ownership
+
+    outer = ownership.Owner(None, shared=True)
+    assert ownership.set_default_owner(outer) is None
+    try:
+        inner = ownership.Owner(None, shared=True)
+        assert ownership.set_default_owner(inner) is outer
+        assert ownership.set_default_owner(outer) is inner  # what a run inside a run puts back
+    finally:
+        ownership.set_default_owner(None)

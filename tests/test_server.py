@@ -245,7 +245,7 @@ def test_head_content_length_is_that_of_get(
     # Two live dumps differ (the time, the stacks), so both requests are served one fixed snapshot.
     parked.start(name=FOLLOWER)
     fixed = snapshot()
-    monkeypatch.setattr(leakcheck.remote.endpoint, "snapshot", lambda: fixed)
+    monkeypatch.setattr(leakcheck.remote.endpoint, "snapshot", lambda **options: fixed)
     get_status, get_headers, get_body = split_response(
         exchange(server.host, server.port, f"GET /{query} HTTP/1.1\r\n\r\n".encode())
     )

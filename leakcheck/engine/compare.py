@@ -290,7 +290,7 @@ def _with_lost(
     checked = [kind.name for kind in options.kinds]
     for lost in take_lost(tracked.mark, tracked.owner, checked):
         info = lost.info.with_created(lost.created.site())
-        if not is_ignored(info, common):
+        if not is_ignored(info, [*common, *builtin_ignores(info.kind)]):
             records.setdefault(lost.kind, []).append(info)
     return records
 

@@ -156,6 +156,7 @@ class LeakCheckPlugin:
         self._leased_loop: Optional[Any] = None
         self._tracking = False  # holds creation tracking on for the whole run
         self._run_owner: Optional[Owner] = None
+        self._outer_owner: Optional[Owner] = None
 
     @property
     def windows(self) -> List[ScopeWindow]:
@@ -248,7 +249,7 @@ class LeakCheckPlugin:
             tracking.acquire()
             self._tracking = True
             self._run_owner = Owner(None, shared=True)
-            set_default_owner(self._run_owner)
+            self._outer_owner = set_default_owner(self._run_owner)  # a run inside a run gives it back
         # Hooks that only some tests need are registered only when such tests exist.
         if anyio_tests:
             config.pluginmanager.register(_AnyioLease(self), f"{_PLUGIN_NAME}-anyio")
@@ -397,7 +398,7 @@ class LeakCheckPlugin:
         self._release_lease()
         if self._tracking:
             self._tracking = False
-            set_default_owner(None)
+            set_default_owner(self._outer_owner)
             tracking.release()
 
 

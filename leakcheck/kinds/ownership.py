@@ -26,7 +26,7 @@ import itertools
 import sys
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Deque, List, NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Deque, List, NamedTuple, Optional, Sequence, Tuple
 
 from .frames import hide_code, safely
 
@@ -100,6 +100,12 @@ def current_owner() -> Optional[Owner]:
     here = _here
     blocks = here.blocks
     if blocks:
+        if owner is None and _task_owner is not None:
+            # A task whose context predates every block: it is the block's if the block made it (a test
+            # runner's task), and not if it was made outside every block (a server's task).
+            known, task_owner = _task_owner()
+            if known:
+                return task_owner if task_owner is not None else _default_owner
         newest = blocks[-1]
         if owner is None or not owner.open or owner.holds(newest):
             return newest
@@ -109,6 +115,15 @@ def current_owner() -> Optional[Owner]:
     if inherited is _UNKNOWN:
         inherited = here.inherited = _inherited_owner()
     return inherited if inherited is not None else _default_owner
+
+
+_task_owner: Optional[Callable[[], Tuple[bool, Optional[Owner]]]] = None
+
+
+def set_task_owner(source: Optional[Callable[[], Tuple[bool, Optional[Owner]]]]) -> None:
+    """Let ``source`` say whether the running task was seen made, and by which block (the tasks kind)."""
+    global _task_owner
+    _task_owner = source
 
 
 def _inherited_owner() -> Optional[Owner]:
@@ -122,10 +137,14 @@ def _inherited_owner() -> Optional[Owner]:
 _default_owner: Optional[Owner] = None
 
 
-def set_default_owner(owner: Optional[Owner]) -> None:
-    """The owner of what starts outside every block (a shared one: a test run), or ``None``: nobody's."""
+def set_default_owner(owner: Optional[Owner]) -> Optional[Owner]:
+    """The owner of what starts outside every block (a shared one: a test run), or ``None``: nobody's.
+
+    Returns the one it replaces, to be put back (a test run inside a test run).
+    """
     global _default_owner
-    _default_owner = owner
+    previous, _default_owner = _default_owner, owner
+    return previous
 
 
 def enter_owner(owner: Owner) -> contextvars.Token[Optional[Owner]]:
@@ -161,10 +180,11 @@ hide_code(run_owned_by.__code__)
 
 
 class Scope(NamedTuple):
-    """An open block's ownership: its :class:`Owner` and how to close it."""
+    """An open block's ownership: its :class:`Owner`, and what to put back when it closes."""
 
     owner: Owner
-    token: contextvars.Token[Optional[Owner]]
+    previous: Optional[Owner]
+    """What the context that opened it said before."""
     blocks: Optional[List[Owner]]
     """The thread's list of open blocks it was added to, if any."""
 
@@ -180,13 +200,14 @@ def open_scope() -> Scope:
     # Never inside a shared owner: else, while shared code runs in a block's thread, the block's
     # newer-and-inside rule would take what the shared code starts for the block's own.
     owner = Owner(None if parent is None or parent.shared or parent is NOBODY else parent)
-    token = _owner.set(owner)
+    previous = _owner.get()
+    _owner.set(owner)
     # A block in a coroutine owns only what its task (and the tasks it makes) start: other tasks on
     # the loop run in this thread too.  Elsewhere, the thread's code is the block's, whatever its context.
     blocks = None if _loop_running() else _here.blocks
     if blocks is not None:
         blocks.append(owner)
-    return Scope(owner, token, blocks)
+    return Scope(owner, previous, blocks)
 
 
 def close_scope(scope: Scope, here: bool = True) -> None:
@@ -198,12 +219,13 @@ def close_scope(scope: Scope, here: bool = True) -> None:
     """
     owner = scope.owner
     owner.open = False
-    if here:
-        try:
-            _owner.reset(scope.token)
-        except (ValueError, RuntimeError):  # closed in another context, or twice
-            if _owner.get() is owner:
-                _owner.set(owner.parent)
+    if here and _owner.get() is owner:
+        # What the context said before, unless that has closed since (blocks closed out of order): then the
+        # nearest block still open around it.  Never a closed block, which would own all the context starts.
+        previous = scope.previous
+        while previous is not None and not previous.open and not previous.shared and previous is not NOBODY:
+            previous = previous.parent
+        _owner.set(previous)
     if scope.blocks is not None:
         try:
             scope.blocks.remove(owner)
@@ -229,11 +251,16 @@ _last_lost = 0
 
 
 def report_lost(kind: str, created: Created, info: Any) -> None:
-    """Note that a tracked resource of ``kind`` vanished without ending; ``info`` describes it."""
+    """Note that a tracked resource of ``kind`` vanished without ending; ``info`` describes it.
+
+    Takes no lock: a finalizer calls it, on whatever thread collected the
+    garbage, maybe inside :func:`take_lost`.  Numbering and appending are
+    each one atomic step.
+    """
     global _last_lost
-    with _lost_lock:
-        _last_lost = next(_lost_numbers)
-        _lost.append(Lost(kind, created, info, _last_lost))
+    number = next(_lost_numbers)
+    _lost.append(Lost(kind, created, info, number))
+    _last_lost = max(_last_lost, number)
 
 
 def lost_mark() -> int:
@@ -247,17 +274,24 @@ def lost_since(mark: int) -> bool:
 
 
 def take_lost(mark: int, owner: Optional[Owner], kinds: Sequence[str]) -> List[Lost]:
-    """The resources of ``kinds`` that vanished since ``mark``, owned by ``owner`` (any, for ``None``); once each."""
+    """What of ``kinds`` vanished since ``mark`` that ``owner`` answers for (``None``: no block's); once each."""
     if _last_lost <= mark:
         return []
-    with _lost_lock:
-        taken = [
-            lost
-            for lost in _lost
-            if lost.number > mark and lost.kind in kinds and (owner is None or owner.answers_for(lost.created.owner))
-        ]
+    with _lost_lock:  # among takers only: report_lost() never waits for it
+        taken = [lost for lost in list(_lost) if lost.number > mark and lost.kind in kinds and _takes(owner, lost)]
         for lost in taken:
-            _lost.remove(lost)
+            try:
+                _lost.remove(lost)
+            except ValueError:  # pushed out of the bounded log meanwhile
+                pass
     return taken
+
+
+def _takes(owner: Optional[Owner], lost: Lost) -> bool:
+    # A check that is no block (find_leaks) takes only what no block answers for.
+    lost_owner = lost.created.owner
+    if owner is None:
+        return lost_owner is None or lost_owner.shared or lost_owner is NOBODY
+    return owner.answers_for(lost_owner)
 
 

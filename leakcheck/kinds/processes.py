@@ -434,14 +434,17 @@ _KEPT = 1024
 def _remember(pid: object, created: Created) -> None:
     if type(pid) is not int or pid <= 0:
         return
-    stat = _stat(pid)
-    _started[pid] = (stat.starttime if stat is not None else None, created)
-    if len(_started) > _KEPT:  # a bound: forget the children that are gone, else the oldest
-        for known, (starttime, _) in list(_started.items()):
-            if starttime is not None and _is_ours(known, starttime) is None:
-                _started.pop(known, None)
-        while len(_started) > _KEPT:
-            del _started[next(iter(_started))]
+    try:  # never an error once the child exists: the caller would lose its pid
+        stat = _stat(pid)
+        _started[pid] = (stat.starttime if stat is not None else None, created)
+        if len(_started) > _KEPT:  # a bound: forget the children that are gone, else the oldest
+            for known, (starttime, _) in list(_started.items()):
+                if starttime is not None and _is_ours(known, starttime) is None:
+                    _started.pop(known, None)
+            while len(_started) > _KEPT:
+                _started.pop(next(iter(_started)), None)
+    except Exception:
+        pass
 
 
 def _returns_pid_hook(original: Any, patch: Patch) -> Any:
@@ -458,20 +461,37 @@ def _returns_pid_hook(original: Any, patch: Patch) -> Any:
     return start
 
 
+def _launch_hook(original: Any, patch: Patch) -> Any:
+    def _launch(self: Any, process_obj: Any) -> Any:
+        result = original(self, process_obj)
+        if patch.active:
+            created = record(1)
+            if created is not None:
+                _remember(getattr(self, "pid", None), created)
+        return result
+
+    _launch.__wrapped__ = original  # type: ignore[attr-defined]
+    return _launch
+
+
 _patches: List[Patch] = []
 
 
 def _start_patches() -> List[Patch]:
     """Every way Python starts a child: each hooked where the code that starts one looks it up."""
     if not _patches:
+        # Not os.fork: the DeprecationWarning CPython gives for a fork in a threaded process names its
+        # caller, which would be this hook.  multiprocessing's fork start method is hooked instead.
+        import multiprocessing.popen_fork
         import subprocess
 
-        names = [(os, name) for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp")]
+        names = [(os, name) for name in ("posix_spawn", "posix_spawnp")]
         posixsubprocess = sys.modules.get("_posixsubprocess")
         if posixsubprocess is not None:
             names.append((posixsubprocess, "fork_exec"))
         names.append((subprocess, "_fork_exec"))  # 3.13+: subprocess's own name for fork_exec
         _patches.extend(Patch(module, name, _returns_pid_hook) for module, name in names)
+        _patches.append(Patch(multiprocessing.popen_fork.Popen, "_launch", _launch_hook))
     return _patches
 
 

@@ -13,7 +13,7 @@ from . import asyncio_compat as compat
 from .base import InfoRecord, JsonFields, Kind, TextFields
 from .creation import Created, add_boundary, record
 from .frames import as_text, attribute, coroutine_frames, safely
-from .ownership import report_lost
+from .ownership import Owner, report_lost, set_task_owner
 from .tracking import Patch
 
 _AWAITING = "Awaiting "
@@ -285,6 +285,15 @@ def _create_task_hook(original: Any, patch: Patch) -> Any:
     return create_task
 
 
+def _current_task_owner() -> Tuple[bool, Optional[Owner]]:
+    """Whether tracking saw the running task made, and the block that made it."""
+    task = compat.current_task()
+    entry = _tracked.get(id(task)) if task is not None else None
+    if entry is None or entry[0]() is not task:
+        return False, None
+    return True, entry[2].owner
+
+
 def _note_destroyed(context: Any) -> None:
     """Report a tracked task that asyncio says was destroyed while pending; never raises (finalizers call it)."""
     try:
@@ -406,6 +415,7 @@ class TaskKind(Kind):
             return  # never turned on: no need to import asyncio
         for patch in _loop_patches():
             patch.apply() if on else patch.undo()
+        set_task_owner(_current_task_owner if on else None)
 
     def creation(self, obj: Any) -> Optional[Created]:
         entry = _tracked.get(id(obj))

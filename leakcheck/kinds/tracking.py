@@ -130,9 +130,9 @@ def track_creation() -> TrackCreation:
     ``created at`` for each leak, and checks blame only what their own block
     started.  Installing the hooks patches ``threading.Thread.start``,
     ``_thread.start_new_thread``, asyncio's ``BaseEventLoop.create_task`` and
-    ``call_exception_handler``, and ``os.fork``, ``os.posix_spawn`` and
-    ``_posixsubprocess.fork_exec`` and their aliases; turning tracking off
-    restores every one of them exactly.
+    ``call_exception_handler``, ``ThreadPoolExecutor.submit``, and
+    ``os.posix_spawn``, ``_posixsubprocess.fork_exec`` and multiprocessing's
+    fork start method; turning tracking off restores every one of them exactly.
     """
     global _calls
     acquire()

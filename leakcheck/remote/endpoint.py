@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl
 
 from ..engine.matching import validate_patterns
 from ..engine.snapshot import snapshot
+from ..kinds.tracking import is_tracking
 from ..reporting.snapshot import Snapshot
 
 MAX_QUERY = 4096
@@ -136,7 +137,8 @@ def answer_query(query: str) -> Response:
             return error(400, "Bad Request", f"unknown query parameter {key!r}; use format= and match=")
     if len(keywords) > MAX_MATCHES:
         return error(400, "Bad Request", f"at most {MAX_MATCHES} match= keywords")
-    taken = select_stacks(snapshot(), keywords)
+    # Creation sites if this process tracks; a request never turns tracking on or off itself.
+    taken = select_stacks(snapshot(track_creation=is_tracking()), keywords)
     if wanted_format == "json":
         return _response(200, "OK", taken.to_json(), "application/json")
     return _response(200, "OK", str(taken), "text/plain; charset=utf-8")

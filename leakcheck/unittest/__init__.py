@@ -147,8 +147,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Any:
     # On for the whole run; what no test starts (setUpClass, code at import) is the run's, shared: a
     # class's server thread answers to the test whose request left its handler stuck.
     with tracking.track_creation():
-        set_default_owner(Owner(None, shared=True))
+        outer = set_default_owner(Owner(None, shared=True))
         try:
             return unittest.main(module=None, argv=[_PROG, *rest], testRunner=runner)
         finally:
-            set_default_owner(None)
+            set_default_owner(outer)
