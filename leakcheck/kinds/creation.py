@@ -91,9 +91,10 @@ class Created(Tuple[Any, ...]):
 
     def site(self) -> CreationSite:
         """The creation site, with its lines and names looked up now."""
-        raw, marked = self[0], self[1]  # (code, offset, module name) for each frame, innermost first
-        frames = tuple(code_frame(code, offset, module) for code, offset, module in reversed(raw))
-        return CreationSite(frames, len(raw) - 1 - marked if marked >= 0 else None)  # outermost first
+        raw, marked = self[0], self[1]  # code, offset, module name, for each frame, innermost first: one flat tuple
+        count = len(raw) // 3
+        frames = tuple(code_frame(*raw[3 * index : 3 * index + 3]) for index in reversed(range(count)))
+        return CreationSite(frames, count - 1 - marked if marked >= 0 else None)  # outermost first
 
 
 _USER, _LIBRARY, _BOUNDARY, _HIDDEN = 0, 1, 2, 3
@@ -138,7 +139,8 @@ def record(depth: int = 1) -> Optional[Created]:
     try:
         frame: Any = sys._getframe(depth + 1)
         roles = _code_roles
-        kept: List[Tuple[CodeType, int, Optional[str]]] = []
+        kept: List[Any] = []  # flat, and made one tuple: each object the collector tracks costs every check
+        count = 0
         marked = -1
         while frame is not None:
             code = frame.f_code
@@ -151,17 +153,18 @@ def record(depth: int = 1) -> Optional[Created]:
                 continue
             if role == _BOUNDARY and kept:
                 break
-            kept.append((code, frame.f_lasti, entry[1]))
+            kept += (code, frame.f_lasti, entry[1])
+            count += 1
             if marked < 0:
                 if role == _USER:
-                    marked = len(kept) - 1
-            elif len(kept) - 1 - marked >= _BEYOND_MARKED:
+                    marked = count - 1
+            elif count - 1 - marked >= _BEYOND_MARKED:
                 break
-            if len(kept) >= _MOST_FRAMES:
+            if count >= _MOST_FRAMES:
                 break
             frame = frame.f_back
         del frame
-        return Created((kept, marked, current_owner()))
+        return Created((tuple(kept), marked, current_owner()))
     except Exception:
         return None
 
