@@ -23,7 +23,7 @@ the median of each round's own ratio.
    tasks and await their ``gather``, per task.  Targets: <= 3x for both; (a)
    is the issue's figure.
 3. Figures 1 and 2 made 40 frames below the benchmark's own (informational),
-   the frames being user code (the walk stops 2 frames past the marked one),
+   the frames being user code (the walk stops 1 frame past the marked one),
    standard-library code (no frame to mark: the walk stops at its cap of 32
    frames, the worst case), or test-runner code under a user function (the
    walk stops at the runner, as under pytest).

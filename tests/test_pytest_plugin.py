@@ -918,8 +918,8 @@ def test_fixture_offers_what_a_test_calls_on_the_module_it_hides(pytester):
         def tail_logs(gate):
             follow_logs(gate)
 
-        def start_auditor():  # two frames above the one that starts the thread: in its creation stack
-            pytester_helpers.park(follow_logs, "log-auditor")
+        def start_auditor():  # calls the function that starts the thread: in its creation stack
+            pytester_helpers.start(follow_logs, "log-auditor", pytester_helpers.gate())
 
         def test_matchers(leakcheck: leakcheck.LeakCheckFixture):
             leakcheck.ignore(

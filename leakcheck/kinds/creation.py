@@ -22,9 +22,9 @@ from ..records import Frame, _Record, format_frames, shown
 from .frames import code_frame, is_hidden, is_library_file, safely
 from .ownership import Owner, current_owner
 
-_BEYOND_MARKED = 2
-"""Frames kept past the marked one: who called it, and who called that.  Each frame walked costs about a
-microsecond (a frame object is made for it, on 3.11+), and tracking pays it for every task it sees made."""
+_BEYOND_MARKED = 1
+"""Frames kept past the marked one: its caller, which names the code behind a helper that starts things.  Each
+frame walked costs about a microsecond on 3.14, and tracking pays it for every task it sees made."""
 _MOST_FRAMES = 32
 
 
@@ -77,10 +77,13 @@ MARK = "> "
 
 
 class Created(Tuple[Any, ...]):
-    """What a tracking hook records when a resource starts: its raw creation stack, the marked frame, its owner.
+    """What a tracking hook records when a resource starts: its owner, and its raw creation stack.
 
-    A tuple (``(frames, marked, owner)``): made for every thread, task and
-    process started while tracking is on, it must cost as little as can be.
+    One flat tuple, made for every thread, task and process started while
+    tracking is on, so it must cost as little as can be: the owner, the
+    number of the marked frame (innermost first; ``-1``: none), then two
+    items a frame, innermost first: its role entry ``(role, module, code)``
+    and its bytecode offset.
     """
 
     __slots__ = ()
@@ -88,18 +91,22 @@ class Created(Tuple[Any, ...]):
     @property
     def owner(self) -> Optional[Owner]:
         """The block that started it, or ``None``: nobody's."""
-        return self[2]  # type: ignore[no-any-return]
+        return self[0]  # type: ignore[no-any-return]
 
     def site(self) -> CreationSite:
         """The creation site, with its lines and names looked up now."""
-        raw, marked = self[0], self[1]  # code, offset, module name, for each frame, innermost first: one flat tuple
-        count = len(raw) // 3
-        frames = tuple(code_frame(*raw[3 * index : 3 * index + 3]) for index in reversed(range(count)))
+        marked: int = self[1]
+        count = (len(self) - 2) // 2
+        frames = tuple(
+            code_frame(self[2 + 2 * index][2], self[3 + 2 * index], self[2 + 2 * index][1])
+            for index in reversed(range(count))
+        )
         return CreationSite(frames, count - 1 - marked if marked >= 0 else None)  # outermost first
 
 
 _USER, _LIBRARY, _BOUNDARY, _HIDDEN = 0, 1, 2, 3
 _Role = Tuple[int, Optional[str], CodeType]
+_getframe = sys._getframe
 _code_roles: Dict[int, _Role] = {}
 """What each code object seen in a creation stack is, with the name of its module, by ``id()`` (the code is kept,
 so the id stays its own): hashing a code object hashes its whole contents, every time."""
@@ -138,34 +145,42 @@ def record(depth: int = 1) -> Optional[Created]:
     one dictionary lookup per frame, for at most a few frames.
     """
     try:
-        frame: Any = sys._getframe(depth + 1)
+        frame: Any = _getframe(depth + 1)
         roles = _code_roles
-        kept: List[Any] = []  # flat, and made one tuple: each object the collector tracks costs every check
+        # Made one tuple, flat: each object the collector tracks costs every check.  After the owner and the
+        # marked frame's number, two items a frame: its cached role entry (which holds the code and the module
+        # name) and its bytecode offset.
+        kept: List[Any] = [None, -1]
         count = 0
         marked = -1
+        left = _MOST_FRAMES
         while frame is not None:
             code = frame.f_code
-            entry = roles.get(id(code))
-            if entry is None or entry[2] is not code:
+            entry = roles.get(id(code))  # an entry holds its code, so no other code can have that id meanwhile
+            if entry is None:
                 entry = _classify(code, frame.f_globals)
             role = entry[0]
-            if role == _HIDDEN:  # another hook of ours, around the one recording (a pool's submit)
-                frame = frame.f_back
-                continue
-            if role == _BOUNDARY and kept:
-                break
-            kept += (code, frame.f_lasti, entry[1])
+            if role != _USER:
+                if role == _HIDDEN:  # another hook of ours, around the one recording (a pool's submit)
+                    frame = frame.f_back
+                    continue
+                if role == _BOUNDARY and count:
+                    break
+            elif marked < 0:
+                marked = count
+                if left > _BEYOND_MARKED + 1:
+                    left = _BEYOND_MARKED + 1
+            kept.append(entry)
+            kept.append(frame.f_lasti)
             count += 1
-            if marked < 0:
-                if role == _USER:
-                    marked = count - 1
-            elif count - 1 - marked >= _BEYOND_MARKED:
-                break
-            if count >= _MOST_FRAMES:
+            left -= 1
+            if not left:
                 break
             frame = frame.f_back
         del frame
-        return Created((tuple(kept), marked, current_owner()))
+        kept[0] = current_owner()
+        kept[1] = marked
+        return Created(kept)
     except Exception:
         return None
 

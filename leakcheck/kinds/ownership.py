@@ -28,7 +28,7 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, List, NamedTuple, Optional, Sequence, Tuple
 
-from .frames import hide_code, safely
+from .frames import hide_code
 
 if TYPE_CHECKING:
     from .creation import Created
@@ -70,17 +70,28 @@ _owner_sources: List[Callable[[], Optional[Owner]]] = []
 _UNKNOWN: Any = object()
 
 
-class _ThreadState(threading.local):
+class _ThreadState:
     """Per thread: the blocks open in it (opened outside a running event loop), and the thread's own owner."""
 
-    inherited: Any = _UNKNOWN
-    """The owner of the thread itself, once looked up: it never changes while the thread runs."""
+    __slots__ = ("blocks", "inherited")
 
     def __init__(self) -> None:
         self.blocks: List[Owner] = []
+        self.inherited: Any = _UNKNOWN
+        """The owner of the thread itself, once looked up: it never changes while the thread runs."""
 
 
-_here = _ThreadState()
+_threads = threading.local()
+"""Holds each thread's :class:`_ThreadState` as ``state``: one read of a thread-local attribute costs as much as
+the rest of :func:`current_owner`, which runs for every task and thread started while tracking is on."""
+
+
+def _here() -> _ThreadState:
+    try:
+        return _threads.state  # type: ignore[no-any-return]
+    except AttributeError:
+        state = _threads.state = _ThreadState()
+        return state
 
 
 def add_owner_source(source: Callable[[], Optional[Owner]]) -> None:
@@ -97,7 +108,10 @@ def remove_owner_source(source: Callable[[], Optional[Owner]]) -> None:
 def current_owner() -> Optional[Owner]:
     """The block that owns what the running code starts now (see the module docstring)."""
     owner = _owner.get()
-    here = _here
+    try:
+        here: _ThreadState = _threads.state
+    except AttributeError:
+        here = _here()
     blocks = here.blocks
     if blocks:
         if owner is None and _task_owner is not None:
@@ -191,7 +205,12 @@ class Scope(NamedTuple):
 
 def _loop_running() -> bool:
     events = sys.modules.get("asyncio.events")
-    return events is not None and safely(lambda: events._get_running_loop() is not None, False)
+    if events is None:
+        return False
+    try:
+        return events._get_running_loop() is not None
+    except Exception:  # asyncio half torn down at exit
+        return False
 
 
 def open_scope() -> Scope:
@@ -204,7 +223,7 @@ def open_scope() -> Scope:
     _owner.set(owner)
     # A block in a coroutine owns only what its task (and the tasks it makes) start: other tasks on
     # the loop run in this thread too.  Elsewhere, the thread's code is the block's, whatever its context.
-    blocks = None if _loop_running() else _here.blocks
+    blocks = None if _loop_running() else _here().blocks
     if blocks is not None:
         blocks.append(owner)
     return Scope(owner, previous, blocks)

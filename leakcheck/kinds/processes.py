@@ -50,13 +50,13 @@ import os
 import re
 import sys
 import time
-from typing import AbstractSet, Any, Dict, FrozenSet, Hashable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import AbstractSet, Any, Callable, Dict, FrozenSet, Hashable, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..records import LITERAL, Frame, shown, shown_field
 from .base import InfoRecord, JsonFields, Kind, TextFields, remaining
 from .creation import Created, record
 from .frames import as_text, attribute, safely
-from .tracking import Patch
+from .tracking import Patch, when_imported
 
 _PROC = "/proc"
 """Where procfs is mounted; tests point it elsewhere."""
@@ -475,24 +475,46 @@ def _launch_hook(original: Any, patch: Patch) -> Any:
 
 
 _patches: List[Patch] = []
+"""Every hook made so far, applied or not: turning tracking off undoes them all."""
 
 
-def _start_patches() -> List[Patch]:
-    """Every way Python starts a child: each hooked where the code that starts one looks it up."""
-    if not _patches:
-        # Not os.fork: the DeprecationWarning CPython gives for a fork in a threaded process names its
-        # caller, which would be this hook.  multiprocessing's fork start method is hooked instead.
-        import multiprocessing.popen_fork
-        import subprocess
+def _hook(patches: List[Patch]) -> None:
+    for patch in patches:
+        if patch not in _patches:
+            _patches.append(patch)
+        patch.apply()
 
-        names = [(os, name) for name in ("posix_spawn", "posix_spawnp")]
-        posixsubprocess = sys.modules.get("_posixsubprocess")
-        if posixsubprocess is not None:
-            names.append((posixsubprocess, "fork_exec"))
-        names.append((subprocess, "_fork_exec"))  # 3.13+: subprocess's own name for fork_exec
-        _patches.extend(Patch(module, name, _returns_pid_hook) for module, name in names)
-        _patches.append(Patch(multiprocessing.popen_fork.Popen, "_launch", _launch_hook))
-    return _patches
+
+def _hook_subprocess() -> None:
+    # subprocess calls _posixsubprocess.fork_exec, and on 3.13+ its own name for it, _fork_exec.
+    import _posixsubprocess
+    import subprocess
+
+    targets = [(_posixsubprocess, "fork_exec"), (subprocess, "_fork_exec")]
+    _hook([_find(target, name, _returns_pid_hook) for target, name in targets])
+
+
+def _hook_multiprocessing() -> None:
+    import multiprocessing.popen_fork
+
+    _hook([_find(multiprocessing.popen_fork.Popen, "_launch", _launch_hook)])
+
+
+def _find(target: Any, name: str, hook: Callable[[Any, Patch], Any]) -> Patch:
+    """The hook made before for ``target.name``, if any, so that undoing it puts back the very original."""
+    for patch in _patches:
+        if patch.target is target and patch.name == name:
+            return patch
+    return Patch(target, name, hook)
+
+
+def _hook_children() -> None:
+    """Every way Python starts a child, each hooked where the code that starts one looks it up; a module's once
+    the program has imported it.  Not os.fork: the DeprecationWarning CPython gives for a fork in a threaded
+    process names its caller, which would be this hook.  multiprocessing's fork start method is hooked instead."""
+    _hook([_find(os, name, _returns_pid_hook) for name in ("posix_spawn", "posix_spawnp")])
+    when_imported("subprocess", _hook_subprocess)
+    when_imported("multiprocessing.popen_fork", _hook_multiprocessing)
 
 
 class ProcessKind(Kind):
@@ -606,10 +628,11 @@ class ProcessKind(Kind):
                 _close_pidfd(fd)
 
     def track(self, on: bool) -> None:
-        if not on and not _patches:
-            return
-        for patch in _start_patches():
-            patch.apply() if on else patch.undo()
+        if on:
+            _hook_children()
+        else:
+            for patch in _patches:
+                patch.undo()
 
     def creation(self, obj: Any) -> Optional[Created]:
         if not isinstance(obj, Child):

@@ -14,7 +14,7 @@ from .base import InfoRecord, JsonFields, Kind, TextFields
 from .creation import Created, add_boundary, record
 from .frames import as_text, attribute, coroutine_frames, safely
 from .ownership import Owner, report_lost, set_task_owner
-from .tracking import Patch
+from .tracking import Patch, when_imported
 
 _AWAITING = "Awaiting "
 
@@ -256,28 +256,31 @@ _DESTROYED_MESSAGE = "Task was destroyed but it is pending!"
 """What asyncio's task finalizer tells the loop's exception handler (C and Python tasks, 3.10-3.15)."""
 
 
-def _remember(task: Any, coro: Any, created: Created) -> None:
+def _prune() -> None:
+    """Drop the entries of tasks that are gone, once the table has doubled: a bound, at a constant cost per task.
+
+    A pending task collected as garbage was reported before its entry goes.
+    """
     global _prune_at
-    try:
-        _tracked[id(task)] = (weakref.ref(task), id(coro), created)
-    except TypeError:  # a task type without weak references stays untracked
-        return
-    if len(_tracked) > _prune_at:
-        # Entries of tasks that are gone, dropped once the table doubles: a bound, at a cost that stays
-        # constant per task.  (A pending task collected as garbage was reported before its entry goes.)
-        for key, entry in list(_tracked.items()):
-            if entry[0]() is None:
-                _tracked.pop(key, None)
-        _prune_at = max(_PRUNE_FLOOR, 2 * len(_tracked))
+    for key, entry in list(_tracked.items()):
+        if entry[0]() is None:
+            _tracked.pop(key, None)
+    _prune_at = max(_PRUNE_FLOOR, 2 * len(_tracked))
 
 
 def _create_task_hook(original: Any, patch: Patch) -> Any:
     def create_task(self: Any, coro: Any, **kwargs: Any) -> Any:  # keyword-only options, on every version
-        task = original(self, coro, **kwargs)
+        task = original(self, coro, **kwargs) if kwargs else original(self, coro)  # ** costs, even empty
         if patch.active:
             created = record(1)
             if created is not None:
-                _remember(task, coro, created)
+                # Inline, not a call: this runs for every task made while tracking is on.
+                try:
+                    _tracked[id(task)] = (weakref.ref(task), id(coro), created)
+                except TypeError:  # a task type without weak references stays untracked
+                    return task
+                if len(_tracked) > _prune_at:
+                    _prune()
         return task
 
     create_task.__doc__ = original.__doc__
@@ -322,9 +325,10 @@ def _exception_handler_hook(original: Any, patch: Patch) -> Any:
 _patches: List[Patch] = []
 
 
-def _loop_patches() -> List[Patch]:
+def _hook_loops() -> None:
+    """Hook every asyncio loop's ``create_task`` and ``call_exception_handler``: once asyncio is imported."""
     if not _patches:
-        from asyncio import base_events, events  # only once tracking is turned on: importing asyncio costs
+        from asyncio import base_events, events
 
         add_boundary(events.Handle._run.__code__)  # a task's creation stack ends where the loop called it
         loop = base_events.BaseEventLoop
@@ -334,7 +338,8 @@ def _loop_patches() -> List[Patch]:
                 Patch(loop, "call_exception_handler", _exception_handler_hook),
             ]
         )
-    return _patches
+    for patch in _patches:
+        patch.apply()
 
 
 class TaskKind(Kind):
@@ -411,10 +416,11 @@ class TaskKind(Kind):
         return bool(objs)
 
     def track(self, on: bool) -> None:
-        if not on and not _patches:
-            return  # never turned on: no need to import asyncio
-        for patch in _loop_patches():
-            patch.apply() if on else patch.undo()
+        if on:
+            when_imported("asyncio.base_events", _hook_loops)
+        else:
+            for patch in _patches:
+                patch.undo()
         set_task_owner(_current_task_owner if on else None)
 
     def creation(self, obj: Any) -> Optional[Created]:

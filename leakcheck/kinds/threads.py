@@ -20,7 +20,7 @@ from .base import InfoRecord, JsonFields, Kind, TextFields
 from .creation import Created, add_boundary, record
 from .frames import as_text, hide_code, safely, thread_frames
 from .ownership import Owner, add_owner_source, remove_owner_source, run_owned_by
-from .tracking import Patch
+from .tracking import Patch, when_imported
 
 
 class ThreadInfo(InfoRecord):
@@ -236,12 +236,14 @@ _PATCHES = (
 _pool_patches: List[Patch] = []
 
 
-def _all_patches() -> List[Patch]:
+def _hook_pools() -> None:
+    """Hook ``ThreadPoolExecutor.submit``: once ``concurrent.futures.thread`` is imported."""
     if not _pool_patches:
         from .thread_pools import pool_patches
 
         _pool_patches.extend(pool_patches())
-    return [*_PATCHES, *_pool_patches]
+    for patch in _pool_patches:
+        patch.apply()
 
 
 def started_by(ident: Optional[int], native_id: Optional[int] = None) -> Optional[Created]:
@@ -354,9 +356,10 @@ class ThreadKind(Kind):
         bootstrap = getattr(threading.Thread, "_bootstrap_inner", None)
         if on and bootstrap is not None:
             add_boundary(bootstrap.__code__)  # a creation stack in a thread ends where the thread began
-        for patch in _all_patches() if on or _pool_patches else _PATCHES:
+        for patch in _PATCHES if on else (*_PATCHES, *_pool_patches):
             patch.apply() if on else patch.undo()
         if on:
+            when_imported("concurrent.futures.thread", _hook_pools)
             add_owner_source(_owner_of_this_thread)
         else:
             remove_owner_source(_owner_of_this_thread)

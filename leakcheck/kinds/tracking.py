@@ -7,14 +7,22 @@ default).  The first user installs every kind's hooks
 (:meth:`Kind.track <leakcheck.kinds.base.Kind.track>`); the last one to stop
 removes them, restoring exactly what was there.  Importing leakcheck
 installs nothing.
+
+Hooks on a module's objects (asyncio's event loop, ``concurrent.futures``,
+``subprocess``, ``multiprocessing``) go in once the program has imported
+that module: importing asyncio only to hook it would cost every run that
+never uses it a census of tasks at every check.  Tracking looks again each
+time a check starts; :func:`track_creation` imports them at once.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 import threading
 from types import TracebackType
-from typing import Any, Callable, Optional, Type
+from typing import Any, Callable, List, Optional, Tuple, Type
 
 from .frames import hide_code
 from .registry import kinds
@@ -26,6 +34,7 @@ _FALSE = ("0", "no", "false", "off")
 _lock = threading.RLock()  # reentrant: a lease may be given back from a finalizer, on any thread
 _users = 0
 _calls = 0  # plain track_creation() calls not yet matched by stop_tracking_creation()
+_waiting: List[Tuple[str, Callable[[], None]]] = []  # hooks whose module the program has not imported yet
 
 
 def parse_flag(text: str, what: str) -> bool:
@@ -55,13 +64,19 @@ def is_tracking() -> bool:
 is_tracking_creation = is_tracking
 
 
-def acquire() -> None:
-    """Start using tracking: the first user installs the hooks."""
+def acquire(load: bool = False) -> None:
+    """Start using tracking: the first user installs the hooks.
+
+    Hooks that wait for a module (see :func:`when_imported`) go in now if the
+    program has imported it since, or, with ``load``, after importing it.
+    """
     global _users
     with _lock:
         if _users == 0:
             _install()
         _users += 1
+        if _waiting:
+            _catch_up(load)
 
 
 def release() -> None:
@@ -75,6 +90,33 @@ def release() -> None:
             _uninstall()
 
 
+def when_imported(module: str, install: Callable[[], None]) -> None:
+    """Call ``install`` (hooks on objects of ``module``) now if ``module`` is imported, else once it is.
+
+    For a kind's :meth:`~leakcheck.kinds.base.Kind.track`: until then nothing
+    of that module can start anything.  Forgotten when tracking goes off.
+    """
+    if module in sys.modules:
+        install()
+    else:
+        _waiting.append((module, install))
+
+
+def _catch_up(load: bool) -> None:
+    for entry in list(_waiting):
+        module, install = entry
+        if module not in sys.modules:
+            if not load:
+                continue
+            try:
+                importlib.import_module(module)
+            except ImportError:  # not on this platform: it starts nothing here
+                _waiting.remove(entry)
+                continue
+        _waiting.remove(entry)
+        install()
+
+
 def _install() -> None:
     installed = []
     try:
@@ -82,12 +124,14 @@ def _install() -> None:
             kind.track(True)
             installed.append(kind)
     except BaseException:
+        _waiting.clear()
         for kind in reversed(installed):
             kind.track(False)
         raise
 
 
 def _uninstall() -> None:
+    _waiting.clear()
     for kind in reversed(list(kinds().values())):
         kind.track(False)
 
@@ -135,7 +179,7 @@ def track_creation() -> TrackCreation:
     fork start method; turning tracking off restores every one of them exactly.
     """
     global _calls
-    acquire()
+    acquire(load=True)  # asked for by name: hook asyncio and the rest now, even if not imported yet
     with _lock:
         _calls += 1
     return TrackCreation()
