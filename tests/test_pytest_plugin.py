@@ -1400,6 +1400,44 @@ def test_session_fixture_thread_under_session_scope(pytester, stops):
         assert "thread 'session-service' in conftest.serve" in report_of(result, "the test session")
 
 
+TEARDOWN_STARTS = """
+    import pytest
+
+    import pytester_helpers
+
+    def serve(gate):
+        gate.acquire()
+
+    @pytest.fixture(scope="session")
+    def service():
+        yield
+        pytester_helpers.park(serve, "started-by-session-teardown")
+
+    @pytest.fixture(scope="module")
+    def resource():
+        yield
+        pytester_helpers.park(serve, "started-by-module-teardown")
+"""
+
+
+@pytest.mark.parametrize("track", ["yes", "no"])
+def test_what_a_broader_fixtures_teardown_starts_is_not_the_last_tests(pytester, track):
+    # The module's and the session's fixtures are torn down in the teardown of their last test.
+    pytester.makeconftest(TEARDOWN_STARTS)
+    write_tests(pytester, "def test_1(service, resource):\n    pass\n\ndef test_2(service, resource):\n    pass\n")
+    write_tests(pytester, "def test_3(service):\n    pass\n", name="test_other")
+    result = run(pytester, "--leakcheck", f"--leakcheck-track={track}", GRACE)
+    assert_clean(result, passed=3)
+
+
+def test_what_a_module_fixtures_teardown_starts_is_the_modules_leak_under_module_scope(pytester):
+    pytester.makeconftest(TEARDOWN_STARTS)
+    write_tests(pytester, "def test_1(resource):\n    pass\n\ndef test_2(resource):\n    pass\n")
+    result = run(pytester, "--leakcheck", "--leakcheck-scope=module", GRACE)
+    result.assert_outcomes(passed=2, errors=1)
+    assert "thread 'started-by-module-teardown' in conftest.serve" in report_of(result, "module test_inner.py")
+
+
 # -- parallel runs
 
 

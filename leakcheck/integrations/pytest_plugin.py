@@ -19,6 +19,7 @@ shows as an error next to the test's own outcome and never hides it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import sys
 from typing import Any, Dict, Generator, List, Optional, Sequence, Tuple, Union, cast
@@ -40,6 +41,7 @@ from ..engine.snapshot import snapshot
 from ..engine.wait import run_blocking
 from ..engine.window import Location, Window, skips_check
 from ..kinds import tracking
+from ..kinds.base import Census, Kind
 from ..kinds.ownership import Owner, enter_owner, exit_owner, set_default_owner
 from ..kinds.tasks import KIND as TASKS
 from ..kinds.tasks import LoopTaskKind
@@ -359,19 +361,21 @@ class LeakCheckPlugin:
     def pytest_fixture_setup(self, fixturedef: Any, request: Any) -> Generator[None, Any, Any]:
         rank = _SCOPE_RANK.get(fixturedef.scope, 0)
         broader = [window for window in self.windows if window.rank < rank] if rank else ()
-        kinds = tuple({kind: None for window in broader for kind in window.kinds})
-        before = take_census(kinds) if broader else None
-        # A broader fixture's resources are the run's, not the test's that happens to set it up.
-        owned = enter_owner(self._run_owner) if broader and self._run_owner is not None else None
+        # A broader fixture's resources are the run's, not the test's that happens to set it up, nor
+        # the test's that happens to be the last one using it when it is torn down.
+        teardown = _BroaderFixtureCode(self, rank) if rank else None
+        if teardown is not None:
+            fixturedef.addfinalizer(teardown.end)  # finalizers run last added first: after the fixture's own
+        entered = _BroaderFixtureCode(self, rank) if broader else None
+        if entered is not None:
+            entered.begin()
         try:
             result = yield
         finally:
-            if owned is not None:
-                exit_owner(owned)
-            if before is not None:
-                started = started_since(before, kinds)
-                for window in broader:
-                    window.absorb(started)
+            if entered is not None:
+                entered.end()
+            if teardown is not None:
+                fixturedef.addfinalizer(teardown.begin)  # before the fixture's own teardown
         loop = track_runner_loop(result)
         if loop is not None:
             # Runs after the fixtures using the loop are torn down, before the loop is closed.
@@ -400,6 +404,43 @@ class LeakCheckPlugin:
             self._tracking = False
             set_default_owner(self._outer_owner)
             tracking.release()
+
+
+class _BroaderFixtureCode:
+    """The setup or teardown of a fixture broader than the test it runs for: what it starts is not the test's.
+
+    The windows narrower than the fixture take it into their baseline, and, with creation tracking, it
+    is started for the run, as code outside every test is.
+    """
+
+    __slots__ = ("_before", "_kinds", "_owned", "_plugin", "_rank", "_windows")
+
+    def __init__(self, plugin: LeakCheckPlugin, rank: int) -> None:
+        self._plugin = plugin
+        self._rank = rank
+        self._windows: List[ScopeWindow] = []
+        self._kinds: Tuple[Kind, ...] = ()
+        self._before: Optional[Census] = None
+        self._owned: Optional[contextvars.Token[Optional[Owner]]] = None
+
+    def begin(self) -> None:
+        self._windows = [window for window in self._plugin.windows if window.rank < self._rank]
+        if not self._windows:
+            return
+        self._kinds = tuple({kind: None for window in self._windows for kind in window.kinds})
+        self._before = take_census(self._kinds)
+        run_owner = self._plugin._run_owner
+        self._owned = enter_owner(run_owner) if run_owner is not None else None
+
+    def end(self) -> None:
+        before, self._before = self._before, None
+        owned, self._owned = self._owned, None
+        if owned is not None:
+            exit_owner(owned)
+        if before is not None:
+            started = started_since(before, self._kinds)
+            for window in self._windows:
+                window.absorb(started)
 
 
 class _AnyioLease:
