@@ -55,6 +55,35 @@ class ParkedThreads:
         assert not alive, f"threads still alive after release: {alive}"
 
 
+class Gathered:
+    """Threads that each block in the same place, and are all known to be there.
+
+    Two conditions on one lock: a worker's wait gives the lock back only once it blocks, so the lock
+    taken after the last arrival finds every worker waiting, and arrivals never wake the waiting ones.
+    """
+
+    def __init__(self, parked: ParkedThreads, count: int, prefix: str) -> None:
+        lock = threading.Lock()
+        self.arrival, self.leave = threading.Condition(lock), threading.Condition(lock)
+        self.arrived = 0
+        self.released = False
+        for number in range(count):
+            parked.start(self.work, name=f"{prefix}-{number}")
+        with lock:
+            assert self.arrival.wait_for(lambda: self.arrived == count, timeout=JOIN_TIMEOUT)
+
+    def work(self, _release: threading.Event) -> None:
+        with self.leave:
+            self.arrived += 1
+            self.arrival.notify()
+            self.leave.wait_for(lambda: self.released)
+
+    def release(self) -> None:
+        with self.leave:
+            self.released = True
+            self.leave.notify_all()
+
+
 @contextlib.contextmanager
 def parked_threads() -> Iterator[ParkedThreads]:
     threads = ParkedThreads()

@@ -58,6 +58,24 @@ def test_stacks_keeps_only_the_matching_stacks_and_prints_json(server, follower)
     assert [thread["name"] for thread in document["threads"]] == ["log-follower"]
 
 
+@pytest.mark.parametrize(
+    ("count", "args", "grouped"),
+    [(21, (), True), (20, (), False), (21, ("--no-group",), False), (2, ("--group",), True)],
+)
+def test_stacks_groups_when_more_than_20_share_a_stack_unless_told(server, count, args, grouped):
+    with helpers.parked_threads() as parked:
+        gathered = helpers.Gathered(parked, count, "gathered")
+        try:
+            result = cli("stacks", server.url, "--match", "Gathered" + ".work", *args)
+        finally:
+            gathered.release()
+    assert result.returncode == 0, result.stderr
+    assert (f"{count} threads with this stack:\n" in result.stdout) is grouped
+    assert result.stdout.count("in helpers.Gathered.work") == (1 if grouped else count)
+    parsed = leakcheck.parse_dump(result.stdout)
+    assert sorted(info.name for info in parsed.threads) == sorted(f"gathered-{number}" for number in range(count))
+
+
 def test_check_absent_fails_with_the_handler_stack_then_passes_once_it_ends(server, follower):
     _, parked = follower
     result = cli("check", server.url, "--absent", HANDLER)
@@ -111,6 +129,8 @@ def test_check_by_pid_through_the_agent():
         (("stacks", "-5"), "the target must be a positive PID, not -5"),
         (("check", "http://127.0.0.1:1/", "--absent", "x", "--timeout", "-1"), "--timeout must be"),
         (("stacks", "123", "--token", "t"), "--token goes with a URL target"),
+        (("stacks", "http://127.0.0.1:1/", "--group", "--no-group"), "not allowed with argument --group"),
+        (("stacks", "http://127.0.0.1:1/", "--json", "--group"), "--group is for the text dump"),
         (("frobnicate",), "invalid choice: 'frobnicate'"),
     ],
 )

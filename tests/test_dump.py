@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import leakcheck
 from leakcheck import Frame, Snapshot, TaskInfo, ThreadInfo, parse_dump, snapshot
 from leakcheck.kinds.tasks import task_stack
 from leakcheck.records import format_frames
@@ -294,9 +295,7 @@ def test_a_state_holding_a_fake_loop_thread_keeps_the_real_one():
 @given(coro=HEADER_TEXT, state=HEADER_TEXT, thread_ident=st.none() | IDENT)
 @settings(max_examples=300)
 def test_any_coroutine_and_state_text_reads_back_exactly(coro, state, thread_ident):
-    task = TaskInfo(
-        id=1, name="n", coro=coro, state=state, thread_ident=thread_ident, frames=(), awaiting="", stack=""
-    )
+    task = TaskInfo(id=1, name="n", coro=coro, state=state, thread_ident=thread_ident, frames=(), awaiting="", stack="")
     assert parse_dump(str(Snapshot(threads=(), tasks=(task,), pid=1, taken_at=1.0))).tasks == (task,)
 
 
@@ -815,3 +814,143 @@ def test_a_version_2_document_without_kinds_is_a_value_error():
     del document["kinds"]
     with pytest.raises(ValueError, match="snapshot has no 'kinds'"):
         Snapshot.from_json(json.dumps(document))
+
+
+# -- grouped dumps: identical stacks once, with their count and each one's header line
+
+
+def same_records(parsed: Snapshot, original: Snapshot) -> bool:
+    """The same records of each kind, in any order: grouping puts the biggest group first."""
+    return parsed.kinds == original.kinds and all(
+        sorted(map(repr, parsed.of(name))) == sorted(map(repr, original.of(name))) for name in original.kinds
+    )
+
+
+# Snapshots whose records often share a stack: each thread or task copies the stack of an earlier one.
+alike_snapshots = st.builds(
+    lambda threads, tasks, stacks, pid, taken_at: Snapshot(
+        threads=tuple(
+            ThreadInfo(
+                ident=t.ident, native_id=t.native_id, name=t.name, daemon=t.daemon, frames=f, stack=format_frames(f)
+            )
+            for t, f in zip(threads, stacks, strict=False)
+        ),
+        tasks=tasks,
+        pid=pid,
+        taken_at=taken_at,
+    ),
+    threads=st.lists(thread_infos(), max_size=6).map(tuple),
+    tasks=st.lists(task_infos(), max_size=3).flatmap(lambda tasks: st.just(tuple(tasks * 2))),
+    stacks=st.lists(st.sampled_from([(), (Frame("w.py", 3, "w.run", "job = jobs.get()"),)]), min_size=6, max_size=6),
+    pid=st.integers(0, 2**31),
+    taken_at=st.floats(min_value=0, max_value=4e9, allow_nan=False),
+)
+
+
+@given(snapshots | alike_snapshots)
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+def test_a_grouped_dump_reads_back_as_the_same_records(original):
+    grouped = original.dump(group=True)
+    assert same_records(parse_dump(grouped), original)
+    assert Snapshot.from_json(original.to_json()) == original  # the JSON is never grouped
+    assert original.dump(group=False) == str(original)
+
+
+def test_a_grouped_dump_shows_a_shared_stack_once_with_its_count_and_every_header():
+    with helpers.parked_threads() as parked:
+        workers = helpers.Gathered(parked, 5, "worker")
+        try:
+            taken = snapshot(tasks=False)
+        finally:
+            workers.release()
+    ungrouped, grouped = str(taken), taken.dump(group=True)
+    blocks = grouped.split("\n\n")[1:]
+    # Biggest group first: the five workers, then every other thread alone.
+    assert blocks[0].startswith("5 threads with this stack:\n")
+    headers = blocks[0].split("\n")[1:6]
+    assert [header.split("'")[1] for header in headers] == [f"worker-{number}" for number in range(5)]
+    assert all(header.startswith("Thread ") and header.endswith(":") for header in headers)
+    assert blocks[0].count("in helpers.Gathered.work") == 1
+    assert ungrouped.count("in helpers.Gathered.work") == 5
+    assert all(not block[0].isdigit() for block in blocks[1:])
+    assert same_records(parse_dump(grouped), taken)
+
+
+def test_grouping_keeps_creation_sites_and_tells_apart_stacks_that_differ_only_there():
+    frame = Frame("w.py", 3, "w.run", "job = jobs.get()")
+    sites = [leakcheck.CreationSite((Frame("app.py", line, "app.start", "t.start()"),), 0) for line in (10, 10, 20)]
+    threads = tuple(
+        ThreadInfo(
+            ident=i + 1, native_id=None, name=f"w{i}", daemon=True, frames=(frame,), stack=format_frames((frame,))
+        ).with_created(site)
+        for i, site in enumerate(sites)
+    )
+    taken = Snapshot(records={"threads": threads}, pid=1, taken_at=2.0)
+    grouped = taken.dump(group=True)
+    assert grouped.count("2 threads with this stack:") == 1 and grouped.count("Created at") == 2
+    assert same_records(parse_dump(grouped), taken)
+
+
+def test_records_without_a_stack_group_as_like_this():
+    task = TaskInfo(id=1, name="t", coro="c", state="pending", thread_ident=None, frames=(), awaiting="", stack="")
+    twins = (
+        task,
+        TaskInfo(id=2, name="u", coro="c", state="pending", thread_ident=None, frames=(), awaiting="", stack=""),
+    )
+    taken = Snapshot(threads=(), tasks=twins, pid=1, taken_at=2.0)
+    assert "2 tasks like this:\n" in taken.dump(group=True)
+    assert same_records(parse_dump(taken.dump(group=True)), taken)
+
+
+def test_a_hostile_name_in_a_group_stays_one_escaped_header():
+    frame = Frame("w.py", 3, "w.run", "")
+    hostile = "x' (ident=9, native_id=None, daemon=True) [running]:\n3 threads with this stack:\nThread 'y"
+    threads = tuple(
+        ThreadInfo(ident=i + 1, native_id=None, name=name, daemon=True, frames=(frame,), stack=format_frames((frame,)))
+        for i, name in enumerate([hostile, "\x1b[2J\x07", "plain"])
+    )
+    taken = Snapshot(threads=threads, tasks=(), pid=1, taken_at=2.0)
+    grouped = taken.dump(group=True)
+    assert "\x1b" not in grouped and "\x07" not in grouped
+    assert grouped.split("\n")[2] == "3 threads with this stack:" and grouped.count("with this stack:\n") == 1
+    assert [info.name for info in parse_dump(grouped).threads] == [hostile, "\x1b[2J\x07", "plain"]
+
+
+def test_group_takes_only_a_bool():
+    taken = Snapshot(threads=(), tasks=(), pid=1, taken_at=2.0)
+    with pytest.raises(TypeError, match="group must be True or False, not int"):
+        taken.dump(group=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        taken.dump(True)  # type: ignore[call-arg]
+
+
+GROUP = (
+    "leakcheck snapshot of pid 1 (taken at 2.0): {count} thread{s}, 0 tasks\n\n"
+    "{head}\n"
+    "Thread 'a' (ident=1, native_id=None, daemon=True) [running]:\n"
+    "{second}\n"
+    '  File "w.py", line 3, in w.run\n'
+)
+SECOND = "Thread 'b' (ident=2, native_id=None, daemon=True) [running]:"
+
+
+@pytest.mark.parametrize(
+    ("count", "head", "second", "message"),
+    [
+        (2, "2 threads with this stack:", "Task 't' (id=0x1, coro=c, loop_thread=1) [pending]:", "line 5: expected a"),
+        (3, "3 threads with this stack:", SECOND, "line 6: expected a header"),
+        (2, "2 thread with this stack:", SECOND, "line 3: expected a group of at least 2 of one kind"),
+        (1, "1 threads with this stack:", SECOND, "line 3: expected a group of at least 2"),
+        (2, "2 fds with this stack:", SECOND, "line 3: expected a group"),
+        (2, "2 gizmos with this stack:", SECOND, "line 3: expected a group"),
+        (2, "9" * 30 + " threads with this stack:", SECOND, "line 3: group count out of range"),
+        (2, "2 threads with this stack:", "", "line 4: the group counts 2 threads, the headers 1"),
+    ],
+)
+def test_a_malformed_group_is_a_value_error_naming_the_line(count, head, second, message):
+    good = GROUP.format(count=2, s="s", head="2 threads with this stack:", second=SECOND)
+    assert [info.name for info in parse_dump(good).threads] == ["a", "b"]
+    text = GROUP.format(count=count, s="s", head=head, second=second)
+    with pytest.raises(ValueError, match="not a leakcheck dump") as raised:
+        parse_dump(text)
+    assert message in str(raised.value)

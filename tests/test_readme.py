@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
 import pytest
 
@@ -434,39 +434,78 @@ main()
 """
 
 
-def output_of_dump(block: Block, tmp_path: Path) -> None:
+def snapshot_at_rest(app: Path, source: str, at_rest: Callable[[Any], bool]) -> Any:
+    """Run ``source`` as ``app`` (it prints the URL of its stack endpoint), and fetch its snapshot until
+    ``at_rest`` accepts it, or the time is up.  Each fetch is a round trip."""
     import leakcheck
 
-    app = tmp_path / "srv"
-    app.mkdir()
-    (app / "app.py").write_text(DUMP_APP, encoding="utf-8")
+    app.parent.mkdir()
+    app.write_text(source, encoding="utf-8")
     process = subprocess.Popen(
-        [sys.executable, "app.py"], cwd=app, stdout=subprocess.PIPE, text=True, env=environment()
+        [sys.executable, app.name], cwd=app.parent, stdout=subprocess.PIPE, text=True, env=environment()
     )
     try:
         assert process.stdout is not None
         url = process.stdout.readline().strip()
         assert url.startswith("http://"), f"the app did not start: {url!r}"
-        # Fetch until the app is at rest: both tasks suspended, and the main thread back in its
-        # selector (between two selects it shows other frames). Each fetch is a round trip.
         deadline = time.monotonic() + TIMEOUT
         while True:
             taken = leakcheck.fetch_snapshot(url)
-            (main_thread,) = [info for info in taken.threads if info.name == "MainThread"]
-            at_rest = bool(main_thread.frames) and main_thread.frames[-1].function.startswith("selectors.")
-            if (len(taken.tasks) == 2 and all(task.awaiting for task in taken.tasks) and at_rest) or (
-                time.monotonic() > deadline
-            ):
-                break
+            if at_rest(taken) or time.monotonic() > deadline:
+                return taken
     finally:
         process.kill()
         process.wait(timeout=TIMEOUT)
         if process.stdout is not None:
             process.stdout.close()
+
+
+def output_of_dump(block: Block, tmp_path: Path) -> None:
+    def at_rest(taken: Any) -> bool:
+        # Both tasks suspended, and the main thread back in its selector (between two selects it
+        # shows other frames).
+        (main_thread,) = [info for info in taken.threads if info.name == "MainThread"]
+        selecting = bool(main_thread.frames) and main_thread.frames[-1].function.startswith("selectors.")
+        return len(taken.tasks) == 2 and all(task.awaiting for task in taken.tasks) and selecting
+
+    app = tmp_path / "srv" / "app.py"
+    taken = snapshot_at_rest(app, DUMP_APP, at_rest)
     # Tasks come in no particular order: take them in the README's.
     first, *blocks = str(taken).strip("\n").split("\n\n")
     blocks.sort(key=lambda text: (text.startswith("Task "), block.text.find(text.split(" (", 1)[0] + " (")))
-    assert_output(block, "\n\n".join([first, *blocks]), "a snapshot of DUMP_APP", [(f"{app}{os.sep}", "/srv/")])
+    replace = [(f"{app.parent}{os.sep}", "/srv/")]
+    assert_output(block, "\n\n".join([first, *blocks]), "a snapshot of DUMP_APP", replace)
+
+
+WORKERS_APP = """\
+import queue
+import threading
+
+import leakcheck
+
+jobs = queue.Queue()
+
+
+def worker():
+    job = jobs.get()
+
+
+for number in range(3):
+    threading.Thread(target=worker, name=f"worker-{number}", daemon=True).start()
+print(leakcheck.serve_stacks().url, flush=True)
+threading.Event().wait()
+"""
+
+
+def output_of_grouped_dump(block: Block, tmp_path: Path) -> None:
+    def at_rest(taken: Any) -> bool:  # every worker waits in the queue (a worker just started shows other frames)
+        workers = [info for info in taken.threads if info.name.startswith("worker-")]
+        return sum(bool(info.frames) and info.frames[-1].function.endswith("Condition.wait") for info in workers) == 3
+
+    app = tmp_path / "srv" / "workers.py"
+    taken = snapshot_at_rest(app, WORKERS_APP, at_rest)
+    grouped = section(taken.dump(group=True), "3 threads with this stack:", lambda line: not line.strip())
+    assert_output(block, grouped, "a grouped snapshot of WORKERS_APP", [(f"{app.parent}{os.sep}", "/srv/")])
 
 
 def output_of_worker_leaks(block: Block, tmp_path: Path) -> None:
@@ -503,6 +542,7 @@ OUTPUTS: Dict[str, Callable[[Block, Path], None]] = {
     "Task 'event-pump'": output_of_asyncio_task_leak,
     "_": output_of_pytest_teardown_error,
     "leakcheck snapshot of pid": output_of_dump,
+    "3 threads with this stack:": output_of_grouped_dump,
 }
 
 

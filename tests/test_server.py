@@ -379,6 +379,10 @@ def test_methods_are_case_sensitive(server: StackServer) -> None:
         "?match",
         "?format=json&format=xml",
         "?match=a&debug=2",
+        "?group=2",
+        "?group=yes",
+        "?group=",
+        "?group=1&format=json",
         "?" + "&".join(["match=a"] * 33),  # more keywords than served
         "?" + "&".join(["format=text"] * 65),  # more fields than parsed
     ],
@@ -388,6 +392,28 @@ def test_bad_query_is_400(server: StackServer, query: str) -> None:
     assert status == 400
     assert headers["Content-Type"].startswith("text/plain")
     assert body.startswith(b"400 Bad Request: ")
+
+
+def test_group_shows_a_shared_stack_once_and_reads_back(server: StackServer, parked: helpers.ParkedThreads) -> None:
+    gathered = helpers.Gathered(parked, 3, "gathered")
+    keyword = "Gathered" + ".work"  # not spelled out on the line of this thread's own stack
+    try:
+        _, _, grouped = fetch(f"{server.url}?group=1&match={keyword}")
+        _, _, plain = fetch(f"{server.url}?group=0&match={keyword}")
+    finally:
+        gathered.release()
+    grouped_text, plain_text = grouped.decode("utf-8"), plain.decode("utf-8")
+    assert grouped_text.count("3 threads with this stack:\n") == 1
+    assert grouped_text.count("in helpers.Gathered.work") == 1 and plain_text.count("in helpers.Gathered.work") == 3
+    assert "with this stack" not in plain_text
+    expected = [f"gathered-{number}" for number in range(3)]
+    assert thread_names(parse_dump(grouped_text)) == thread_names(parse_dump(plain_text)) == expected
+
+
+def test_group_with_json_says_why_it_is_refused(server: StackServer) -> None:
+    status, _, body = fetch(server.url + "?format=json&group=1")
+    assert status == 400
+    assert b"the JSON is never grouped" in body
 
 
 def test_32_match_keywords_are_served(server: StackServer, parked: helpers.ParkedThreads) -> None:

@@ -2,16 +2,18 @@
 
 ::
 
-    python -m leakcheck stacks PID|URL [--match KEYWORD]... [--json]
+    python -m leakcheck stacks PID|URL [--match KEYWORD]... [--json | --group | --no-group]
     python -m leakcheck check PID|URL [--absent KEYWORD]... [--present KEYWORD]... [--timeout S]
     python -m leakcheck run [--fail] [--timeout S] script.py [args...]   (or -m module [args...])
     python -m leakcheck --version
 
 A PID names a process that called ``leakcheck.start_agent()``; a URL a stack
 endpoint (``serve_stacks()``, or ``wsgi_app``/``asgi_app`` in a web app).
-``check`` exits 0 when every ``--absent`` keyword matches no stack and every
-``--present`` keyword matches one, 1 with the offending stacks when not, and
-2 when it cannot tell: a usage error or a target it cannot reach.
+``stacks`` shows identical stacks once, with their count, when more than
+20 share one (``--group`` always, ``--no-group`` never).  ``check`` exits 0
+when every ``--absent`` keyword matches no stack and every ``--present``
+keyword matches one, 1 with the offending stacks when not, and 2 when it
+cannot tell: a usage error or a target it cannot reach.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Optional, Sequence
 
 from .. import __version__
 from ..engine.options import parse_seconds
+from ..reporting.dump import groups
+from ..reporting.snapshot import Snapshot
 from .assertions import assert_no_stack_match, assert_stack_match
 from .client import RemoteError, Source, check_source, take
 
@@ -64,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
     stacks.add_argument("target", type=_target, metavar="PID|URL", help=target_help)
     stacks.add_argument("--match", action="append", default=[], metavar="KEYWORD", help="keep stacks containing it")
     stacks.add_argument("--json", action="store_true", help="print JSON instead of the text dump")
+    grouping = stacks.add_mutually_exclusive_group()
+    grouping.add_argument(
+        "--group",
+        action="store_true",
+        default=None,
+        help=f"show identical stacks once, with their count (the default when more than {GROUP_ABOVE} share one)",
+    )
+    grouping.add_argument("--no-group", dest="group", action="store_false", help="show every stack")
 
     check = commands.add_parser(
         "check",
@@ -96,6 +108,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+GROUP_ABOVE = 20
+"""``stacks`` groups identical stacks by default when more than this many share one."""
+
+
+def _grouped(taken: Snapshot, asked: Optional[bool]) -> bool:
+    if asked is not None:
+        return asked
+    return any(len(members) > GROUP_ABOVE for _, records in taken.records for members in groups(records))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -108,8 +130,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "stacks":
             from .endpoint import check_token, select_stacks
 
+            if args.json and args.group:
+                args.parser.error("--group is for the text dump: the JSON is never grouped")
             taken = select_stacks(take(args.target, 5.0, check_token(token)), args.match)
-            sys.stdout.write(taken.to_json() + "\n" if args.json else str(taken))
+            sys.stdout.write(taken.to_json() + "\n" if args.json else taken.dump(group=_grouped(taken, args.group)))
             return 0
         if not args.absent and not args.present:
             args.parser.error("check needs at least one --absent or --present keyword")

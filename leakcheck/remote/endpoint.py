@@ -9,6 +9,8 @@ serving the endpoint gets the same rules:
   (401 otherwise);
 - ``?format=text`` (the default) or ``?format=json``, and any number of
   ``?match=KEYWORD``, keeping the stacks whose block contains a keyword;
+- ``?group=1`` groups identical stacks in the text dump (``0``, the
+  default, does not); the JSON is never grouped, so with it, 400;
 - any other query is a 400, never silently ignored.
 
 Only function names, files, line numbers and source lines leave the process:
@@ -123,25 +125,32 @@ def answer_query(query: str) -> Response:
     except ValueError as problem:
         return error(400, "Bad Request", str(problem))
     wanted_format = "text"
+    group = False
     keywords: List[str] = []
     for key, value in fields:
         if key == "format" and value in ("text", "json"):
             wanted_format = value
         elif key == "format":
             return error(400, "Bad Request", f"format must be text or json, not {value!r}")
+        elif key == "group" and value in ("0", "1"):
+            group = value == "1"
+        elif key == "group":
+            return error(400, "Bad Request", f"group must be 1 or 0, not {value[:40]!r}")
         elif key == "match" and value:
             keywords.append(value)
         elif key == "match":
             return error(400, "Bad Request", "match needs a keyword")
         else:
-            return error(400, "Bad Request", f"unknown query parameter {key!r}; use format= and match=")
+            return error(400, "Bad Request", f"unknown query parameter {key[:40]!r}; use format=, match= and group=")
     if len(keywords) > MAX_MATCHES:
         return error(400, "Bad Request", f"at most {MAX_MATCHES} match= keywords")
+    if group and wanted_format == "json":
+        return error(400, "Bad Request", "group=1 is for the text dump: the JSON is never grouped")
     # Creation sites if this process tracks; a request never turns tracking on or off itself.
     taken = select_stacks(snapshot(track_creation=is_tracking()), keywords)
     if wanted_format == "json":
         return _response(200, "OK", taken.to_json(), "application/json")
-    return _response(200, "OK", str(taken), "text/plain; charset=utf-8")
+    return _response(200, "OK", taken.dump(group=group), "text/plain; charset=utf-8")
 
 
 def never_raising(answering: Callable[[], Response]) -> Response:

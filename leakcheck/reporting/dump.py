@@ -24,6 +24,21 @@ is read in one pass from left to right, in time linear in its length.
 :func:`parse_dump` reads back exactly what :func:`format_dump` writes:
 names, ids, frames and stacks.
 
+A grouped dump (``format_dump(snapshot, group=True)``) shows identical
+blocks once, as pprof's ``debug=1`` view does: a line with their count,
+then the header line of each, then the stack they share::
+
+    3 threads with this stack:
+    Thread 'worker-1' (ident=140301, native_id=4250, daemon=True) [running]:
+    Thread 'worker-2' (ident=140302, native_id=4251, daemon=True) [running]:
+    Thread 'worker-3' (ident=140303, native_id=4252, daemon=True) [running]:
+      File "/srv/app.py", line 40, in app.worker
+        job = jobs.get()
+
+Blocks of a kind come biggest group first.  Grouping is presentation only:
+:func:`parse_dump` reads a grouped dump back to the same records, and the
+JSON is never grouped.
+
 A task whose loop is not running says ``loop=not running`` where older
 dumps said ``loop_thread=None``; both read back as ``thread_ident=None``.
 
@@ -39,7 +54,7 @@ import functools
 import json
 import math
 import re
-from typing import Any, Dict, List, Optional, Tuple, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 from ..kinds.base import InfoRecord, describe_block
 from ..kinds.creation import CREATED_HEADING, MARK, CreationSite
@@ -78,11 +93,46 @@ def _count(count: int, info_type: Type[InfoRecord]) -> str:
     return f"{count} {info_type.kind if count == 1 else info_type.plural}"
 
 
-def format_dump(snapshot: Snapshot) -> str:
-    """The text dump of ``snapshot``; :func:`parse_dump` reads it back."""
+def format_dump(snapshot: Snapshot, group: bool = False) -> str:
+    """The text dump of ``snapshot``; :func:`parse_dump` reads it back.
+
+    ``group``: identical blocks once, with their count and each one's header
+    line, biggest group first (see the module docstring).
+    """
+    if not isinstance(group, bool):
+        raise TypeError(f"group must be True or False, not {type(group).__name__}")
     counts = ", ".join(_count(len(records), kind(name).info_type) for name, records in snapshot.records)
     head = f"leakcheck snapshot of pid {snapshot.pid} (taken at {snapshot.taken_at!r}): {counts}\n\n"
-    return head + "\n".join(describe_block(info) for _, records in snapshot.records for info in records)
+    if not group:
+        return head + "\n".join(describe_block(info) for _, records in snapshot.records for info in records)
+    return head + "\n".join(_group_block(members) for _, records in snapshot.records for members in groups(records))
+
+
+def groups(records: Sequence[InfoRecord]) -> List[List[InfoRecord]]:
+    """``records`` with identical blocks but for the header line together, biggest group first, else in order."""
+    alike: Dict[str, List[InfoRecord]] = {}
+    for info in records:
+        alike.setdefault(_shared(info), []).append(info)
+    return sorted(alike.values(), key=len, reverse=True)  # sorted() is stable: ties keep their order
+
+
+def _shared(info: InfoRecord) -> str:
+    """All of a block but its header line: what grouped records have in common."""
+    return describe_block(info)[len(info.header) + 1 :]
+
+
+def _group_block(members: List[InfoRecord]) -> str:
+    first = members[0]
+    if len(members) == 1:
+        return describe_block(first)
+    alike = _WITH_STACK if first.frames else _LIKE_THIS
+    headers = "".join(f"{info.header}\n" for info in members)
+    return f"{len(members)} {first.plural} {alike}:\n{headers}{_shared(first)}"
+
+
+_WITH_STACK = "with this stack"
+_LIKE_THIS = "like this"
+_GROUP_HEAD = re.compile(rf"(?P<count>\d+) (?P<noun>[a-z][a-z ]*[a-z]) (?:{_WITH_STACK}|{_LIKE_THIS}):")
 
 
 class _Lines:
@@ -259,20 +309,44 @@ def _by_noun() -> Dict[str, str]:
     return nouns
 
 
-def _block(lines: _Lines) -> InfoRecord:
+def _header(lines: _Lines, info_type: Optional[Type[InfoRecord]] = None) -> Tuple[Type[InfoRecord], re.Match[str]]:
+    """The next line as a block's header (of ``info_type``, in a group), and its kind."""
     header = lines.take()
-    fields = _HeaderFields(lines, lines.number)
-    word = header.split(" ", 1)[0]
-    info_type = _by_header_word().get(word)
+    if info_type is None:
+        info_type = _by_header_word().get(header.split(" ", 1)[0])
     found = info_type.HEADER.fullmatch(header) if info_type is not None else None
     if info_type is None or found is None:
         shown = repr(header) if len(header) <= 200 else f"{header[:200]!r}..."
         words = ", ".join(f"'{word} ...'" for word in _by_header_word())
         raise lines.error(f"expected a header ({words}), not {shown}")
+    return info_type, found
+
+
+def _block(lines: _Lines) -> List[InfoRecord]:
+    """One block's record, or a group's records (see :func:`format_dump`)."""
+    group = _GROUP_HEAD.fullmatch(lines.peek() or "")
+    if group is None:
+        headers = [(lines.number + 1, *_header(lines))]
+    else:
+        lines.take()
+        count = lines.integer(group["count"], "group count")
+        name = _by_noun().get(group["noun"])
+        if name is None or group["noun"] != kind(name).info_type.plural or count < 2:
+            raise lines.error(f"expected a group of at least 2 of one kind, not {group[0][:80]!r}")
+        info_type = kind(name).info_type
+        headers = []
+        for _ in range(count):
+            if lines.peek() in (None, ""):
+                raise lines.error(f"the group counts {count} {info_type.plural}, the headers {len(headers)}")
+            headers.append((lines.number + 1, *_header(lines, info_type)))
     frames = _frames(lines)
-    info = info_type.from_text(found, frames, _details(lines), fields)
+    details = _details(lines)
     created = _created(lines)
-    return info if created is None else info.with_created(created)
+    records = []
+    for number, info_type, found in headers:
+        info = info_type.from_text(found, frames, details, _HeaderFields(lines, number))
+        records.append(info if created is None else info.with_created(created))
+    return records
 
 
 def _counts(text: str, lines: _Lines) -> Dict[str, int]:
@@ -317,11 +391,11 @@ def parse_dump(text: str) -> Snapshot:
         if lines.peek() in (None, ""):
             continue  # the trailing newline, or the blank line after the head of an empty dump
         number = lines.number + 1
-        info = _block(lines)
-        records = found.get(names[info.kind])
+        block = _block(lines)
+        records = found.get(names[block[0].kind])
         if records is None:
-            raise lines.error(f"the head counts no {info.plural}", number)
-        records.append(info)
+            raise lines.error(f"the head counts no {block[0].plural}", number)
+        records.extend(block)
     for name, records in found.items():
         if len(records) != counts[name]:
             raise ValueError(

@@ -128,9 +128,16 @@ class Snapshot(ByKindRecord):
 
     def __str__(self) -> str:
         """The text dump; :func:`leakcheck.parse_dump` reads it back."""
+        return self.dump()
+
+    def dump(self, *, group: bool = False) -> str:
+        """The text dump; ``group=True`` shows identical stacks once, with their count and each one's header line.
+
+        :func:`leakcheck.parse_dump` reads either back to the same records.
+        """
         from .dump import format_dump
 
-        return format_dump(self)
+        return format_dump(self, group=group)
 
     def to_json(self) -> str:
         """This snapshot as a JSON document; :meth:`from_json` reads it back."""

@@ -76,6 +76,8 @@ assert_type(no_leaks(threads=False, tasks=False, fds=True), LeakCheck)
 snap = leakcheck.snapshot(fds=True)
 assert_type(snap, Snapshot)
 assert_type(leakcheck.snapshot(processes=True, os_threads=True, probes=(probe,)), Snapshot)
+assert_type(snap.dump(group=True), str)
+snap.dump(True)  # type: ignore[call-arg]  # group is keyword-only
 report = leakcheck.find_leaks(snap, fds=True, timeout=0.5)
 assert_type(report, LeakReport)
 assert_type(report.of("fds"), Tuple[InfoRecord, ...])
