@@ -105,29 +105,35 @@ def format_dump(snapshot: Snapshot, group: bool = False) -> str:
     head = f"leakcheck snapshot of pid {snapshot.pid} (taken at {snapshot.taken_at!r}): {counts}\n\n"
     if not group:
         return head + "\n".join(describe_block(info) for _, records in snapshot.records for info in records)
-    return head + "\n".join(_group_block(members) for _, records in snapshot.records for members in groups(records))
+    return head + "\n".join(block for _, records in snapshot.records for block in _grouped_blocks(records))
 
 
 def groups(records: Sequence[InfoRecord]) -> List[List[InfoRecord]]:
     """``records`` with identical blocks but for the header line together, biggest group first, else in order."""
-    alike: Dict[str, List[InfoRecord]] = {}
+    return [[info for info, _ in members] for _, members in _by_shared(records)]
+
+
+def _by_shared(records: Sequence[InfoRecord]) -> List[Tuple[str, List[Tuple[InfoRecord, str]]]]:
+    """Each distinct block but for its header line (stack, details, creation site), with its records and their
+    headers, biggest group first; sorted() is stable, so groups of one size keep their order."""
+    alike: Dict[str, List[Tuple[InfoRecord, str]]] = {}
     for info in records:
-        alike.setdefault(_shared(info), []).append(info)
-    return sorted(alike.values(), key=len, reverse=True)  # sorted() is stable: ties keep their order
+        header = info.header
+        alike.setdefault(describe_block(info)[len(header) + 1 :], []).append((info, header))
+    return sorted(alike.items(), key=lambda item: len(item[1]), reverse=True)
 
 
-def _shared(info: InfoRecord) -> str:
-    """All of a block but its header line: what grouped records have in common."""
-    return describe_block(info)[len(info.header) + 1 :]
-
-
-def _group_block(members: List[InfoRecord]) -> str:
-    first = members[0]
-    if len(members) == 1:
-        return describe_block(first)
-    alike = _WITH_STACK if first.frames else _LIKE_THIS
-    headers = "".join(f"{info.header}\n" for info in members)
-    return f"{len(members)} {first.plural} {alike}:\n{headers}{_shared(first)}"
+def _grouped_blocks(records: Sequence[InfoRecord]) -> List[str]:
+    blocks = []
+    for shared, members in _by_shared(records):
+        first, header = members[0]
+        if len(members) == 1:
+            blocks.append(f"{header}\n{shared}")
+            continue
+        alike = _WITH_STACK if first.frames else _LIKE_THIS
+        headers = "".join(f"{header}\n" for _, header in members)
+        blocks.append(f"{len(members)} {first.plural} {alike}:\n{headers}{shared}")
+    return blocks
 
 
 _WITH_STACK = "with this stack"
