@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.server
+import os
+import subprocess
+import sys
 import threading
 from typing import Any, Callable, Iterator, List, Optional, Set
 
@@ -18,6 +21,17 @@ JOIN_TIMEOUT = 5.0
 # The event loop holds only weak references to its tasks, and a task parked on a
 # future is a collectable reference cycle: keep the tasks made here alive until done.
 _running_tasks: Set[asyncio.Task[Any]] = set()
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(script: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a child Python that imports this leakcheck and has no ``LEAKCHECK_*`` setting."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LEAKCHECK")}
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    command = [sys.executable, "-c", script]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
 
 
 def park(release: threading.Event) -> None:

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 import pytest
-from helpers import JOIN_TIMEOUT, ParkedThreads, loop_in_thread, parked_threads
+from helpers import JOIN_TIMEOUT, ParkedThreads, loop_in_thread, parked_threads, run_python
 
 import leakcheck
 from leakcheck import LeakError, ignore_name, no_leaks
@@ -587,6 +587,100 @@ def test_a_runner_made_in_an_earlier_block_leaks_for_the_block_that_uses_it() ->
     finally:
         runner.close()  # cancels the task left on its loop
     assert keep[0].cancelled()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.Runner is new in 3.11")
+def test_a_thread_a_to_thread_job_starts_on_a_reused_runner_is_the_using_blocks(parked: ParkedThreads) -> None:
+    # asyncio.to_thread runs its job in a copy of the task's context, which names the block that made the
+    # runner (closed long ago): the job's own owner, worked out where it was submitted, wins.
+    async def main() -> None:
+        await asyncio.to_thread(parked.start, name="started-by-a-to-thread-job")
+
+    with no_leaks(track_creation=True, timeout=LEAK):
+        runner = asyncio.Runner()  # type: ignore[attr-defined]
+        runner.run(_noop())
+    try:
+        with pytest.raises(LeakError) as caught, no_leaks(track_creation=True, timeout=LEAK):
+            runner.run(main())
+    finally:
+        runner.close()
+    reported = names(caught.value)
+    assert len(reported) == 1, reported
+    assert "thread 'started-by-a-to-thread-job'" in reported[0]
+
+
+FIRST_POOL_OF_THE_PROGRAM = r"""
+import asyncio, sys, threading
+import leakcheck
+
+release = threading.Event()
+
+def start_worker():
+    threading.Thread(target=release.wait, name="started-by-the-first-job", daemon=True).start()
+
+async def main():
+    await asyncio.to_thread(start_worker)
+
+async def nothing():
+    pass
+
+# concurrent.futures imports its thread pool module on first use: here, inside the second block.
+assert "concurrent.futures.thread" not in sys.modules
+runner = asyncio.Runner()
+with leakcheck.no_leaks(track_creation=True, timeout=0.2):
+    runner.run(nothing())
+try:
+    with leakcheck.no_leaks(track_creation=True, timeout=0.2):
+        runner.run(main())
+    print("not reported")
+except leakcheck.LeakError as error:
+    print("reported" if "thread 'started-by-the-first-job'" in str(error) else str(error))
+runner.close()
+release.set()
+"""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.Runner is new in 3.11")
+def test_the_jobs_of_the_first_thread_pool_of_a_program_are_owned() -> None:
+    result = run_python(FIRST_POOL_OF_THE_PROGRAM)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "reported"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are new in 3.12")
+def test_a_task_seen_before_its_record_is_judged_again_after_the_grace_period() -> None:
+    # An eager task runs its first step inside create_task, before the hook notes which block made it:
+    # a check in another thread lists it then.  Its record is there once the grace period is over.
+    go, proceed, in_step, done = threading.Event(), threading.Event(), threading.Event(), threading.Event()
+
+    async def server() -> None:
+        in_step.set()
+        proceed.wait(JOIN_TIMEOUT)  # the eager first step, held until the check below has its census
+        await asyncio.Event().wait()
+
+    async def outside_every_block() -> None:
+        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+        await asyncio.get_running_loop().run_in_executor(None, go.wait, JOIN_TIMEOUT)
+        task = asyncio.get_running_loop().create_task(server(), name="outsiders-server")
+        await asyncio.get_running_loop().run_in_executor(None, done.wait, JOIN_TIMEOUT)
+        task.cancel()
+
+    def after_the_census(_info: Any) -> bool:  # a matcher: the check calls it once its census is taken
+        proceed.set()
+        return False
+
+    with leakcheck.track_creation():
+        outsider = threading.Thread(target=asyncio.run, args=(outside_every_block(),))
+        outsider.start()  # outside every block: nobody's, and so is what it starts
+        try:
+            with no_leaks(timeout=LEAK, ignore=[after_the_census]):
+                go.set()
+                assert in_step.wait(JOIN_TIMEOUT)
+        finally:
+            proceed.set()
+            done.set()
+            outsider.join(JOIN_TIMEOUT)
+    assert proceed.is_set(), "the check never looked at the task"
 
 
 # -- 6. tasks collected as garbage while pending

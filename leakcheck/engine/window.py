@@ -161,7 +161,7 @@ class Tracked:
                 close_scope(self.scope, here=False)
             if self._held:
                 self._held = False
-                tracking.release()
+                tracking.release_soon()
         except Exception:  # at interpreter shutdown, modules may be half torn down
             pass
 

@@ -73,12 +73,14 @@ _UNKNOWN: Any = object()
 class _ThreadState:
     """Per thread: the blocks open in it (opened outside a running event loop), and the thread's own owner."""
 
-    __slots__ = ("blocks", "inherited")
+    __slots__ = ("blocks", "inherited", "job")
 
     def __init__(self) -> None:
         self.blocks: List[Owner] = []
         self.inherited: Any = _UNKNOWN
         """The owner of the thread itself, once looked up: it never changes while the thread runs."""
+        self.job: Optional[Owner] = None
+        """The owner of the job the thread runs for another (:func:`run_owned_by`), while it runs."""
 
 
 _threads = threading.local()
@@ -123,6 +125,14 @@ def current_owner() -> Optional[Owner]:
         newest = blocks[-1]
         if owner is None or not owner.open or owner.holds(newest):
             return newest
+    if owner is not None and owner.open:
+        return owner
+    # The context names no block still open: a job's own owner, worked out where it was submitted, says
+    # better (asyncio.to_thread runs the job in the context of the task, which a reused asyncio.Runner
+    # keeps from the block that made it).  Else the closed block: what its resources start is still its.
+    job = here.job
+    if job is not None:
+        return job
     if owner is not None:
         return owner
     inherited = here.inherited
@@ -180,10 +190,14 @@ NOBODY.open = False
 
 def run_owned_by(owner: Optional[Owner], function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call ``function`` with ``owner`` (``None``: nobody) as the owner of what it starts: a job in a pool's thread."""
-    token = _owner.set(NOBODY if owner is None else owner)
+    owner = NOBODY if owner is None else owner
+    here = _here()
+    outer, here.job = here.job, owner
+    token = _owner.set(owner)
     try:
         return function(*args, **kwargs)
     finally:
+        here.job = outer
         try:
             _owner.reset(token)
         except (ValueError, RuntimeError):  # the function switched contexts under us; leave it be

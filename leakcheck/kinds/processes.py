@@ -449,11 +449,11 @@ def _remember(pid: object, created: Created) -> None:
 
 def _returns_pid_hook(original: Any, patch: Patch) -> Any:
     def start(*args: Any, **kwargs: Any) -> Any:
+        # Recorded before the child exists: once it does, a check in another thread may see it.
+        created = record(1) if patch.active else None
         result = original(*args, **kwargs)
-        if patch.active:
-            created = record(1)
-            if created is not None:
-                _remember(result[0] if isinstance(result, tuple) else result, created)  # forkpty: (pid, fd)
+        if created is not None:
+            _remember(result[0] if isinstance(result, tuple) else result, created)  # forkpty: (pid, fd)
         return result
 
     start.__doc__ = original.__doc__
@@ -463,11 +463,10 @@ def _returns_pid_hook(original: Any, patch: Patch) -> Any:
 
 def _launch_hook(original: Any, patch: Patch) -> Any:
     def _launch(self: Any, process_obj: Any) -> Any:
+        created = record(1) if patch.active else None
         result = original(self, process_obj)
-        if patch.active:
-            created = record(1)
-            if created is not None:
-                _remember(getattr(self, "pid", None), created)
+        if created is not None:
+            _remember(getattr(self, "pid", None), created)
         return result
 
     _launch.__wrapped__ = original  # type: ignore[attr-defined]
@@ -485,19 +484,25 @@ def _hook(patches: List[Patch]) -> None:
         patch.apply()
 
 
-def _hook_subprocess() -> None:
+def _hook_subprocess() -> bool:
     # subprocess calls _posixsubprocess.fork_exec, and on 3.13+ its own name for it, _fork_exec.
-    import _posixsubprocess
-    import subprocess
+    subprocess = sys.modules.get("subprocess")
+    if getattr(subprocess, "Popen", None) is None:
+        return False  # still being imported
+    targets = [(sys.modules.get("_posixsubprocess"), "fork_exec"), (subprocess, "_fork_exec")]
+    _hook([_find(target, name, _returns_pid_hook) for target, name in targets if target is not None])
+    return True
 
-    targets = [(_posixsubprocess, "fork_exec"), (subprocess, "_fork_exec")]
-    _hook([_find(target, name, _returns_pid_hook) for target, name in targets])
 
-
-def _hook_multiprocessing() -> None:
-    import multiprocessing.popen_fork
-
+def _hook_multiprocessing() -> bool:
+    # multiprocessing imports popen_fork only inside the first fork's start(): imported here, once
+    # multiprocessing is, so that the first child is seen too.  POSIX only.
+    try:
+        import multiprocessing.popen_fork
+    except ImportError:
+        return True
     _hook([_find(multiprocessing.popen_fork.Popen, "_launch", _launch_hook)])
+    return True
 
 
 def _find(target: Any, name: str, hook: Callable[[Any, Patch], Any]) -> Patch:
@@ -514,7 +519,7 @@ def _hook_children() -> None:
     process names its caller, which would be this hook.  multiprocessing's fork start method is hooked instead."""
     _hook([_find(os, name, _returns_pid_hook) for name in ("posix_spawn", "posix_spawnp")])
     when_imported("subprocess", _hook_subprocess)
-    when_imported("multiprocessing.popen_fork", _hook_multiprocessing)
+    when_imported("multiprocessing.context", _hook_multiprocessing)
 
 
 class ProcessKind(Kind):

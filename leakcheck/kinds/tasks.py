@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 import weakref
@@ -159,12 +160,12 @@ DESTROYED_PENDING = "destroyed while pending"
 """The state of a task that was collected as garbage before it was done (see ``call_exception_handler``)."""
 
 
-def _describe(task: Any, state: Optional[str] = None) -> TaskInfo:
+def _describe(task: Any, state: Optional[str] = None, with_frames: bool = True) -> TaskInfo:
     """Describe one task as far as it lets itself be described: a Task subclass or a
     coroutine object whose methods raise gets a placeholder for that part, never an error."""
     name = safely(lambda: as_text(task.get_name()), "<get_name() failed>")
     coro = safely(task.get_coro, None)
-    frames: Tuple[Frame, ...] = safely(lambda: coroutine_frames(coro), ())
+    frames: Tuple[Frame, ...] = safely(lambda: coroutine_frames(coro), ()) if with_frames else ()
     awaiting = safely(lambda: compat.awaited_by(task), "")
     return TaskInfo(
         id=id(task),
@@ -270,17 +271,18 @@ def _prune() -> None:
 
 def _create_task_hook(original: Any, patch: Patch) -> Any:
     def create_task(self: Any, coro: Any, **kwargs: Any) -> Any:  # keyword-only options, on every version
+        # Recorded before the task exists: once it does, a check in another thread may see it, and an
+        # eager task runs its first step inside the call.
+        created = record(1) if patch.active else None
         task = original(self, coro, **kwargs) if kwargs else original(self, coro)  # ** costs, even empty
-        if patch.active:
-            created = record(1)
-            if created is not None:
-                # Inline, not a call: this runs for every task made while tracking is on.
-                try:
-                    _tracked[id(task)] = (weakref.ref(task), id(coro), created)
-                except TypeError:  # a task type without weak references stays untracked
-                    return task
-                if len(_tracked) > _prune_at:
-                    _prune()
+        if created is not None:
+            # Inline, not a call: this runs for every task made while tracking is on.
+            try:
+                _tracked[id(task)] = (weakref.ref(task), id(coro), created)
+            except TypeError:  # a task type without weak references stays untracked
+                return task
+            if len(_tracked) > _prune_at:
+                _prune()
         return task
 
     create_task.__doc__ = original.__doc__
@@ -306,7 +308,9 @@ def _note_destroyed(context: Any) -> None:
         entry = _tracked.pop(id(task), None)
         if entry is None or entry[1] != id(safely(task.get_coro, None)):  # type: ignore[union-attr]
             return  # created untracked, at an address a tracked task once had
-        report_lost("tasks", entry[2], _describe(task, DESTROYED_PENDING))
+        # Without its frames: whether its coroutine still has them depends on the order in which the
+        # collector finalizes the two, which no report should.
+        report_lost("tasks", entry[2], _describe(task, DESTROYED_PENDING, with_frames=False))
     except Exception:
         pass
 
@@ -325,13 +329,14 @@ def _exception_handler_hook(original: Any, patch: Patch) -> Any:
 _patches: List[Patch] = []
 
 
-def _hook_loops() -> None:
-    """Hook every asyncio loop's ``create_task`` and ``call_exception_handler``: once asyncio is imported."""
+def _hook_loops() -> bool:
+    """Hook every asyncio loop's ``create_task`` and ``call_exception_handler``, once asyncio is imported."""
     if not _patches:
-        from asyncio import base_events, events
-
-        add_boundary(events.Handle._run.__code__)  # a task's creation stack ends where the loop called it
-        loop = base_events.BaseEventLoop
+        loop = getattr(sys.modules.get("asyncio.base_events"), "BaseEventLoop", None)
+        handle = getattr(sys.modules.get("asyncio.events"), "Handle", None)
+        if loop is None or handle is None:
+            return False  # still being imported
+        add_boundary(handle._run.__code__)  # a task's creation stack ends where the loop called it
         _patches.extend(
             [
                 Patch(loop, "create_task", _create_task_hook),
@@ -340,6 +345,7 @@ def _hook_loops() -> None:
         )
     for patch in _patches:
         patch.apply()
+    return True
 
 
 class TaskKind(Kind):

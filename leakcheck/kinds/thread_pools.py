@@ -83,11 +83,10 @@ def _submit_hook(original: Any, patch: Patch) -> Any:
     return submit
 
 
-def pool_patches() -> List[Patch]:
-    """The hooks that make a pool's jobs run owned by whoever submitted them (``map`` submits too)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    return [Patch(ThreadPoolExecutor, "submit", _submit_hook)]
+def pool_patches(executor: type) -> List[Patch]:
+    """The hooks that make the jobs of ``executor`` (ThreadPoolExecutor) run owned by whoever submitted them
+    (``map`` submits too)."""
+    return [Patch(executor, "submit", _submit_hook)]
 
 
 def executor_of(thread: threading.Thread) -> Optional[Any]:

@@ -236,14 +236,19 @@ _PATCHES = (
 _pool_patches: List[Patch] = []
 
 
-def _hook_pools() -> None:
-    """Hook ``ThreadPoolExecutor.submit``: once ``concurrent.futures.thread`` is imported."""
+def _hook_pools() -> bool:
+    """Hook ``ThreadPoolExecutor.submit``, once ``concurrent.futures`` is imported."""
     if not _pool_patches:
+        # concurrent.futures imports its thread pool module on first use (asyncio's first run_in_executor,
+        # inside a test): imported here, so that the jobs of the first pool are seen too.
+        from concurrent.futures import thread
+
         from .thread_pools import pool_patches
 
-        _pool_patches.extend(pool_patches())
+        _pool_patches.extend(pool_patches(thread.ThreadPoolExecutor))
     for patch in _pool_patches:
         patch.apply()
+    return True
 
 
 def started_by(ident: Optional[int], native_id: Optional[int] = None) -> Optional[Created]:
@@ -359,7 +364,7 @@ class ThreadKind(Kind):
         for patch in _PATCHES if on else (*_PATCHES, *_pool_patches):
             patch.apply() if on else patch.undo()
         if on:
-            when_imported("concurrent.futures.thread", _hook_pools)
+            when_imported("concurrent.futures", _hook_pools)
             add_owner_source(_owner_of_this_thread)
         else:
             remove_owner_source(_owner_of_this_thread)

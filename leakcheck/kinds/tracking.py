@@ -34,7 +34,7 @@ _FALSE = ("0", "no", "false", "off")
 _lock = threading.RLock()  # reentrant: a lease may be given back from a finalizer, on any thread
 _users = 0
 _calls = 0  # plain track_creation() calls not yet matched by stop_tracking_creation()
-_waiting: List[Tuple[str, Callable[[], None]]] = []  # hooks whose module the program has not imported yet
+_waiting: List[Tuple[str, Callable[[], bool]]] = []  # hooks whose module the program has not imported yet
 
 
 def parse_flag(text: str, what: str) -> bool:
@@ -64,57 +64,94 @@ def is_tracking() -> bool:
 is_tracking_creation = is_tracking
 
 
-def acquire(load: bool = False) -> None:
+def acquire() -> None:
     """Start using tracking: the first user installs the hooks.
 
     Hooks that wait for a module (see :func:`when_imported`) go in now if the
-    program has imported it since, or, with ``load``, after importing it.
+    program has imported it since.
     """
     global _users
     with _lock:
+        _give_back_released()
         if _users == 0:
             _install()
         _users += 1
         if _waiting:
-            _catch_up(load)
+            _catch_up()
 
 
 def release() -> None:
     """Stop using tracking: the last user removes the hooks."""
-    global _users
     with _lock:
-        if _users <= 0:
-            return  # every hook is gone already
-        _users -= 1
-        if _users == 0:
-            _uninstall()
+        _give_back_released()
+        _give_back(1)
 
 
-def when_imported(module: str, install: Callable[[], None]) -> None:
+def release_soon() -> None:
+    """:func:`release`, from a finalizer: it never waits for the lock.
+
+    The garbage collector may run a finalizer in a thread that holds an
+    import lock the tracking lock's holder waits for; that release is then
+    given back by the next user of the lock.
+    """
+    global _released
+    if not _lock.acquire(blocking=False):
+        _released += 1  # one bytecode: the GIL keeps it whole, and the lock's holder reads it under the lock
+        return
+    try:
+        _give_back(1)
+    finally:
+        _lock.release()
+
+
+_released = 0
+
+
+def _give_back_released() -> None:
+    global _released
+    count, _released = _released, 0
+    if count:
+        _give_back(count)
+
+
+def _give_back(count: int) -> None:
+    global _users
+    if _users <= 0:
+        return  # every hook is gone already
+    _users = max(0, _users - count)
+    if _users == 0:
+        _uninstall()
+
+
+def when_imported(module: str, install: Callable[[], bool]) -> None:
     """Call ``install`` (hooks on objects of ``module``) now if ``module`` is imported, else once it is.
 
     For a kind's :meth:`~leakcheck.kinds.base.Kind.track`: until then nothing
-    of that module can start anything.  Forgotten when tracking goes off.
+    of that module can start anything.  ``install`` returns ``False`` while
+    what it hooks is not there yet (the module is still being imported), to
+    be called again later.  It runs under the tracking lock, so it may import
+    only standard-library modules, whose import runs no code that takes that
+    lock (finalizers never wait for it: :func:`release_soon`).  Forgotten
+    when tracking goes off.
     """
-    if module in sys.modules:
-        install()
-    else:
+    if module not in sys.modules or not install():
         _waiting.append((module, install))
 
 
-def _catch_up(load: bool) -> None:
+def _catch_up() -> None:
     for entry in list(_waiting):
         module, install = entry
-        if module not in sys.modules:
-            if not load:
-                continue
-            try:
-                importlib.import_module(module)
-            except ImportError:  # not on this platform: it starts nothing here
-                _waiting.remove(entry)
-                continue
-        _waiting.remove(entry)
-        install()
+        if module in sys.modules and install():
+            _waiting.remove(entry)
+
+
+def _load_waiting() -> None:
+    """Import the modules whose hooks wait for them, outside the lock: an import may wait for another thread."""
+    for module in [module for module, _ in list(_waiting)]:
+        try:
+            importlib.import_module(module)
+        except ImportError:  # not on this platform: it starts nothing here
+            pass
 
 
 def _install() -> None:
@@ -179,7 +216,11 @@ def track_creation() -> TrackCreation:
     fork start method; turning tracking off restores every one of them exactly.
     """
     global _calls
-    acquire(load=True)  # asked for by name: hook asyncio and the rest now, even if not imported yet
+    acquire()
+    if _waiting:  # asked for by name: hook asyncio and the rest now, even if not imported yet
+        _load_waiting()
+        with _lock:
+            _catch_up()
     with _lock:
         _calls += 1
     return TrackCreation()
