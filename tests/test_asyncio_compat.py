@@ -328,15 +328,22 @@ def test_a_loop_made_before_the_first_census_is_seen():
         import asyncio
         async def parked():
             await asyncio.get_running_loop().create_future()
-        loop = asyncio.new_event_loop()
-        task = loop.create_task(parked(), name="early")
-        loop.run_until_complete(asyncio.sleep(0))
+        class OwnLoop(asyncio.SelectorEventLoop):  # a class of the program's own: found from its class too
+            pass
+        class NotALoop:  # an object that only claims to be one
+            pass
+        impostor = NotALoop()
+        impostor.__class__ = NotALoop
+        loops = [asyncio.new_event_loop(), OwnLoop()]
+        tasks = [loop.create_task(parked(), name=f"early-{number}") for number, loop in enumerate(loops)]
+        for loop in loops:
+            loop.run_until_complete(asyncio.sleep(0))
         from leakcheck.kinds import asyncio_compat as compat
-        print([t.get_name() for t in compat.all_tasks()])
+        print(sorted(t.get_name() for t in compat.all_tasks()))
         """
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "['early']"
+    assert result.stdout.strip() == "['early-0', 'early-1']"
 
 
 def test_importing_leakcheck_sets_up_nothing():

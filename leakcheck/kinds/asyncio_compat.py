@@ -179,10 +179,34 @@ class _LoopRegistry:
     def _scan_heap(self) -> None:
         import asyncio
 
-        abstract = asyncio.AbstractEventLoop
-        for obj in gc.get_objects():
-            if issubclass(type(obj), abstract):  # type(), not isinstance(): a mock's __class__ must not count
+        loop_types = _subclasses(asyncio.AbstractEventLoop)
+        if all(loop_type.__flags__ & _HEAP_TYPE for loop_type in loop_types):
+            # An instance of a class made by a class statement refers to its class, so the collector finds
+            # the instances from the classes, in C: a tenth of the time of a loop over every object.
+            found = gc.get_referrers(*loop_types)
+        else:  # a loop class written in C: its instances may not say which class they are
+            found = gc.get_objects()
+        for obj in found:
+            if type(obj) in loop_types:  # type(), not isinstance(): a mock's __class__ must not count
                 self._add(obj)
+
+
+_HEAP_TYPE = 1 << 9
+"""``Py_TPFLAGS_HEAPTYPE`` in ``type.__flags__`` (3.10-3.15): a class made at run time, whose instances the
+collector's traversal leads back to it."""
+
+
+def _subclasses(cls: type) -> Set[type]:
+    """``cls`` and every class derived from it, as far as they exist now."""
+    found = {cls}
+    todo = [cls]
+    while todo:
+        subclasses: List[type] = type.__subclasses__(todo.pop())
+        for sub in subclasses:
+            if sub not in found:
+                found.add(sub)
+                todo.append(sub)
+    return found
 
 
 def _base_loop_init() -> types.FunctionType:
