@@ -120,8 +120,24 @@ class _LoopRegistry:
         live = (ref() for ref in list(self._loops.values()))
         return [loop for loop in live if loop is not None]
 
+    @property
+    def installed(self) -> bool:
+        return self._installed
+
     def forget(self, loop: Any) -> None:
         self._loops.pop(id(loop), None)
+
+    def uninstall(self) -> None:
+        """Give back the tool id and forget every loop: as if no census had been taken (see :func:`stand_down`)."""
+        with self._lock:
+            tool_id, self._tool_id = self._tool_id, None
+            self._installed = False
+            self._loops.clear()
+        if tool_id is not None:
+            monitoring = sys.monitoring  # type: ignore[attr-defined,unused-ignore]
+            monitoring.set_local_events(tool_id, _base_loop_init().__code__, 0)
+            monitoring.register_callback(tool_id, monitoring.events.PY_START, None)
+            monitoring.free_tool_id(tool_id)
 
     def _add(self, loop: Any) -> None:
         key = id(loop)
@@ -329,6 +345,20 @@ def _census_for(module: Any) -> Any:
 
 
 _LOOPS = _LoopRegistry()
+
+
+def watching_loops() -> bool:
+    """Whether the task census has set up its watch on new event loops in this process (3.14+)."""
+    return _LOOPS.installed
+
+
+def stand_down() -> None:
+    """Undo what the task census set up in this process (3.14+: the watch on new event loops).
+
+    For a snapshot taken in a process that did not use leakcheck before (an
+    attach), which must leave nothing behind.
+    """
+    _LOOPS.uninstall()
 _cache: Tuple[Any, Any] = (None, None)
 
 

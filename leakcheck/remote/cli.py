@@ -7,7 +7,8 @@
     python -m leakcheck run [--fail] [--timeout S] script.py [args...]   (or -m module [args...])
     python -m leakcheck --version
 
-A PID names a process that called ``leakcheck.start_agent()``; a URL a stack
+A PID names a process that called ``leakcheck.start_agent()``, or any CPython
+3.14+ process of this user, which is attached to (``sys.remote_exec``); a URL a stack
 endpoint (``serve_stacks()``, or ``wsgi_app``/``asgi_app`` in a web app).
 ``stacks`` shows identical stacks once, with their count, when more than
 20 share one (``--group`` always, ``--no-group`` never).  ``check`` exits 0
@@ -62,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=VERSION)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    target_help = "a pid running leakcheck.start_agent(), or the URL of a stack endpoint"
+    target_help = "a pid (running leakcheck.start_agent(), or any Python 3.14+ process), or a stack endpoint's URL"
 
     stacks = commands.add_parser("stacks", help="print the stacks of a process", description="Print the dump.")
     stacks.add_argument("target", type=_target, metavar="PID|URL", help=target_help)

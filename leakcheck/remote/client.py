@@ -1,8 +1,10 @@
 """Reading another process's stacks: ``fetch_snapshot()`` and the ``source=`` of the keyword assertions.
 
 A source is a URL of a stack endpoint (``serve_stacks()``, or ``wsgi_app`` /
-``asgi_app`` mounted in a web app), the pid of a process running the agent
-(``start_agent()``), or a ``Snapshot`` already taken.
+``asgi_app`` mounted in a web app), a pid (of a process running the agent,
+``start_agent()``, or of any CPython 3.14+ process of this user, which is
+attached to: see :mod:`leakcheck.remote.attach`), or a ``Snapshot`` already
+taken.
 """
 
 from __future__ import annotations
@@ -89,6 +91,10 @@ def _fetch_pid(pid: int, timeout: float) -> Snapshot:
     where = f"the agent of pid {pid}"
     try:
         path = agent_socket(pid)
+    except ConnectionRefusedError:  # no agent there: attach, on 3.14+
+        from .attach import attach_snapshot
+
+        return attach_snapshot(pid, timeout)
     except OSError as problem:
         raise RemoteError(f"cannot reach {where}: {problem}") from None
     headers = {"Host": "localhost", "Accept": "application/json"}
