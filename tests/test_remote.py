@@ -336,11 +336,13 @@ def test_run_fail_removes_the_agent_socket(tmp_path):
     assert not os.path.exists(socket_path(int(result.stdout.split()[0])))
 
 
-def test_a_pid_without_an_agent_is_a_remote_error():
+@pytest.mark.skipif(hasattr(sys, "remote_exec"), reason="3.14+ attaches to it: see test_attach.py")
+def test_a_pid_without_an_agent_is_a_remote_error_naming_the_agent():
     with subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.readline()"], stdin=subprocess.PIPE) as child:
         try:
-            with pytest.raises(RemoteError, match=f"agent of pid {child.pid}"):
+            with pytest.raises(RemoteError, match=f"pid {child.pid} needs Python 3.14 or later here") as raised:
                 find_stacks("follow_logs", source=child.pid)
+            assert "call leakcheck.start_agent() there" in str(raised.value)
         finally:
             child.stdin.close()
 

@@ -413,7 +413,7 @@ def test_group_shows_a_shared_stack_once_and_reads_back(server: StackServer, par
 def test_group_with_json_says_why_it_is_refused(server: StackServer) -> None:
     status, _, body = fetch(server.url + "?format=json&group=1")
     assert status == 400
-    assert b"the JSON is never grouped" in body
+    assert b"group= is for the text dump" in body
 
 
 def test_32_match_keywords_are_served(server: StackServer, parked: helpers.ParkedThreads) -> None:
@@ -669,10 +669,10 @@ def _blocked_answers(monkeypatch: pytest.MonkeyPatch) -> Tuple[threading.Event, 
     release, began = threading.Event(), threading.Semaphore(0)
     real = leakcheck.remote.server.answer_query
 
-    def blocked(query: str):
+    def blocked(query: str, headers: Any = None):
         began.release()
         release.wait(TIMEOUT)
-        return real(query)
+        return real(query, headers)
 
     monkeypatch.setattr(leakcheck.remote.server, "answer_query", blocked)
     return release, began

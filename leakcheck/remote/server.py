@@ -344,10 +344,10 @@ class StackServer:
         elif not self._slots.acquire(blocking=False):
             _send_short(connection, error(503, "Service Unavailable", "too many requests at once"), method)
         else:
-            self._start_answer(connection, method, _query_of(target))
+            self._start_answer(connection, method, _query_of(target), headers)
 
-    def _start_answer(self, connection: socket.socket, method: str, query: str) -> None:
-        answer = functools.partial(self._send_stacks, connection, method, query)
+    def _start_answer(self, connection: socket.socket, method: str, query: str, headers: Dict[str, str]) -> None:
+        answer = functools.partial(self._send_stacks, connection, method, query, headers)
         with self._answering_lock:
             if self._closed.is_set():
                 self._slots.release()
@@ -361,11 +361,18 @@ class StackServer:
                 # while other threads keep the process alive, just when an agent is wanted most.
                 self._answering[connection] = threading.current_thread()
         # This thread answers itself, within the request deadline, while arriving requests wait.
-        self._send_stacks(connection, method, query, REQUEST_TIMEOUT)
+        self._send_stacks(connection, method, query, headers, REQUEST_TIMEOUT)
 
-    def _send_stacks(self, connection: socket.socket, method: str, query: str, timeout: float = WRITE_TIMEOUT) -> None:
+    def _send_stacks(
+        self,
+        connection: socket.socket,
+        method: str,
+        query: str,
+        headers: Dict[str, str],
+        timeout: float = WRITE_TIMEOUT,
+    ) -> None:
         try:
-            response = never_raising(lambda: answer_query(query))
+            response = never_raising(lambda: answer_query(query, headers))
             connection.settimeout(timeout)
             connection.sendall(_encode(response, method))
         except OSError:
