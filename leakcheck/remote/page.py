@@ -114,7 +114,7 @@ def _data(taken: Snapshot) -> Dict[str, Any]:
             found.append(
                 {
                     "title": title,
-                    "members": [info.header.rstrip(":") for info in members] if len(members) > 1 else [],
+                    "members": [info.name for info in members] if len(members) > 1 else [],
                     "stack": first.stack,
                     "created": first.created.text if first.created is not None else "",
                     "search": [live_block(info) for info in members],  # what ?match= looks at
