@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -235,6 +236,30 @@ def test_a_target_whose_main_thread_is_blocked_in_c_times_out_saying_so(
         assert [entry.name for entry in directory.iterdir()] == ["dump.py"]
     finally:
         running.close()
+
+
+AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable]
+
+
+def nobody_can_run_this_python() -> bool:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return False  # only root can run a command as another user
+    return subprocess.run([*AS_NOBODY, "-c", "pass"], capture_output=True, timeout=60, check=False).returncode == 0
+
+
+@pytest.mark.skipif(not nobody_can_run_this_python(), reason="needs root, and this Python runnable by user 65534")
+def test_another_users_process_is_refused_as_permission_denied() -> None:
+    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # root's
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": helpers.ROOT, "LEAKCHECK_AGENT_DIR": "/nonexistent"}
+    try:
+        command = [*AS_NOBODY, "-m", "leakcheck", "stacks", str(target.pid)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env, check=False)
+    finally:
+        target.kill()
+        target.wait()
+    assert result.returncode == 2, result.stderr
+    assert f"pid {target.pid} is another user's process" in result.stderr and "permission denied" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def stacks_of(command: List[str]) -> subprocess.CompletedProcess[str]:

@@ -95,6 +95,11 @@ def _fetch_pid(pid: int, timeout: float) -> Snapshot:
         from .attach import attach_snapshot
 
         return attach_snapshot(pid, timeout)
+    except PermissionError:
+        raise RemoteError(
+            f"pid {pid} is another user's process: only its own user can read its stacks, through its agent "
+            "or by attaching (permission denied)"
+        ) from None
     except OSError as problem:
         raise RemoteError(f"cannot reach {where}: {problem}") from None
     headers = {"Host": "localhost", "Accept": "application/json"}
