@@ -286,6 +286,15 @@ def test_an_older_python_says_attaching_needs_3_14_and_the_agent() -> None:
     assert "needs Python 3.14 or later here" in result.stderr and "leakcheck.start_agent()" in result.stderr
 
 
+def test_this_process_without_an_agent_is_read_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Attaching to itself would wait for its own main thread, which is the one waiting.
+    private = tmp_path / "agents"
+    private.mkdir(mode=0o700)
+    monkeypatch.setenv("LEAKCHECK_AGENT_DIR", str(private))
+    names = [info.name for info in leakcheck.find_stacks("test_attach", source=os.getpid())]
+    assert "MainThread" in names
+
+
 def test_the_script_and_its_fifo_are_private_and_the_protocol_reads_a_snapshot(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

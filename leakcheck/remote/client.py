@@ -10,10 +10,12 @@ taken.
 from __future__ import annotations
 
 import http.client
+import os
 from typing import Dict, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from ..engine.options import check_timeout
+from ..engine.snapshot import snapshot
 from ..reporting.snapshot import Snapshot
 from .endpoint import check_token
 from .http import MAX_BODY, Deadline, get
@@ -92,6 +94,8 @@ def _fetch_pid(pid: int, timeout: float) -> Snapshot:
     try:
         path = agent_socket(pid)
     except ConnectionRefusedError:  # no agent there: attach, on 3.14+
+        if pid == os.getpid():  # this process: its main thread, waiting for the answer, would never run the script
+            return snapshot()
         from .attach import attach_snapshot
 
         return attach_snapshot(pid, timeout)
