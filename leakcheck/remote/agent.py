@@ -62,13 +62,17 @@ def _remove_stale_sockets(directory: str) -> None:
                 pass  # another process's start_agent() removed it first
 
 
+class AnotherUsersProcess(PermissionError):
+    """The pid belongs to another user: neither its agent nor attaching can read its stacks."""
+
+
 def agent_socket(pid: int) -> str:
     """The socket of the agent of ``pid``; ``OSError`` saying why when there is none to connect to."""
     running = _process(pid)
     if running == "gone":
         raise ProcessLookupError(f"no process has pid {pid}")
     if running != "mine":
-        raise PermissionError(f"pid {pid} is another user's process: only its own user can read its agent")
+        raise AnotherUsersProcess(f"pid {pid} is another user's process: only its own user can read its agent")
     # A socket in a directory that is not private could be anyone's, answering with forged stacks.
     path = os.path.join(_check_private(agent_directory()), f"{pid}.sock")
     if not os.path.exists(path):

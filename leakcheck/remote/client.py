@@ -88,7 +88,7 @@ def _fetch_url(url: str, timeout: float, token: Optional[bytes]) -> Snapshot:
 
 
 def _fetch_pid(pid: int, timeout: float) -> Snapshot:
-    from .agent import agent_socket
+    from .agent import AnotherUsersProcess, agent_socket
 
     where = f"the agent of pid {pid}"
     try:
@@ -99,7 +99,7 @@ def _fetch_pid(pid: int, timeout: float) -> Snapshot:
         from .attach import attach_snapshot
 
         return attach_snapshot(pid, timeout)
-    except PermissionError:
+    except AnotherUsersProcess:
         raise RemoteError(
             f"pid {pid} is another user's process: only its own user can read its stacks, through its agent "
             "or by attaching (permission denied)"
