@@ -15,6 +15,7 @@ from __future__ import annotations
 import _thread
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import http.server
 import inspect
@@ -658,21 +659,27 @@ def test_the_first_multiprocessing_child_of_a_program_names_its_creator() -> Non
     assert result.stdout.strip() == "named"
 
 
-@needs_proc
-def test_an_os_fork_child_is_reported_without_a_creation_site() -> None:
-    # A documented limit: os.fork itself is not hooked, so that CPython's fork DeprecationWarning keeps
-    # naming its caller.  The child is still the block's leak, judged as without tracking.
+@contextlib.contextmanager
+def waiting_children() -> Iterator[Tuple[int, int, List[int]]]:
+    """A pipe whose read end children block on, and a list for their pids: each reaped once the pipe closes."""
     read_end, write_end = os.pipe()
     pids: List[int] = []
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            report = leak_report(lambda: pids.append(fork_child(read_end, write_end)), **PROCESS_OPTIONS)
+        yield read_end, write_end, pids
     finally:
         os.close(write_end)
         for pid in pids:
             os.waitpid(pid, 0)
         os.close(read_end)
+
+
+@needs_proc
+def test_an_os_fork_child_is_reported_without_a_creation_site() -> None:
+    # A documented limit: os.fork itself is not hooked, so that CPython's fork DeprecationWarning keeps
+    # naming its caller.  The child is still the block's leak, judged as without tracking.
+    with waiting_children() as (read_end, write_end, pids), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        report = leak_report(lambda: pids.append(fork_child(read_end, write_end)), **PROCESS_OPTIONS)
     assert f"pid {pids[0]}" in report
     assert "Created at" not in report
 
@@ -682,17 +689,13 @@ def test_an_os_fork_child_is_reported_without_a_creation_site() -> None:
 def test_the_fork_warning_still_names_the_caller_while_tracking(parked: Parked) -> None:
     keeper = parked.add(threading.Thread(target=parked.release.wait, name="fork-warning-keeper"))
     keeper.start()  # a second thread: os.fork warns in a threaded process
-    read_end, write_end = os.pipe()
-    pids: List[int] = []
-    try:
-        with leakcheck.track_creation(), warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", DeprecationWarning)
-            pids.append(fork_child(read_end, write_end))
-    finally:
-        os.close(write_end)
-        for pid in pids:
-            os.waitpid(pid, 0)
-        os.close(read_end)
+    with (
+        waiting_children() as (read_end, write_end, pids),
+        leakcheck.track_creation(),
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always", DeprecationWarning)
+        pids.append(fork_child(read_end, write_end))
     forks = [warning for warning in caught if "fork" in str(warning.message)]
     assert forks, [str(warning.message) for warning in caught]
     assert all(warning.filename == __file__ for warning in forks), [warning.filename for warning in forks]
@@ -704,15 +707,8 @@ def spawn_child(read_end: int) -> int:
 
 @needs_proc
 def test_a_posix_spawn_child_names_its_creator() -> None:
-    read_end, write_end = os.pipe()
-    pids: List[int] = []
-    try:
+    with waiting_children() as (read_end, _write_end, pids):
         report = leak_report(lambda: pids.append(spawn_child(read_end)), **PROCESS_OPTIONS)
-    finally:
-        os.close(write_end)
-        for pid in pids:
-            os.waitpid(pid, 0)
-        os.close(read_end)
     assert f"pid {pids[0]}" in report
     assert_created_at(report, spawn_child, "os.posix_spawn(")
 

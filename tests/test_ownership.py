@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import contextlib
 import functools
 import gc
 import logging
@@ -851,7 +852,9 @@ def test_an_inner_blocks_task_collected_after_it_closed_is_the_outer_blocks() ->
 # -- 7. without tracking, nothing changes
 
 
-def test_without_tracking_a_thread_another_thread_starts_during_the_block_is_blamed(parked: ParkedThreads) -> None:
+@contextlib.contextmanager
+def outsider_starting_a_thread(parked: ParkedThreads) -> Iterator[Callable[[], None]]:
+    """A thread started before the block; the function yielded makes it start ``outside-start`` and waits for that."""
     go, started = threading.Event(), threading.Event()
 
     def other() -> None:
@@ -859,14 +862,25 @@ def test_without_tracking_a_thread_another_thread_starts_during_the_block_is_bla
         parked.start(started_by_a_thread_outside, name="outside-start")
         started.set()
 
+    def start_it_now() -> None:
+        go.set()
+        assert started.wait(JOIN_TIMEOUT)
+
     outsider = threading.Thread(target=other, name="outsider")
     outsider.start()
     try:
-        with pytest.raises(LeakError) as caught, no_leaks(track_creation=False, timeout=LEAK):
-            go.set()
-            assert started.wait(JOIN_TIMEOUT)
+        yield start_it_now
     finally:
         outsider.join(JOIN_TIMEOUT)
+
+
+def test_without_tracking_a_thread_another_thread_starts_during_the_block_is_blamed(parked: ParkedThreads) -> None:
+    with (
+        outsider_starting_a_thread(parked) as start_it_now,
+        pytest.raises(LeakError) as caught,
+        no_leaks(track_creation=False, timeout=LEAK),
+    ):
+        start_it_now()
     reported = names(caught.value)
     assert len(reported) == 1
     assert f"thread 'outside-start' in {__name__}.started_by_a_thread_outside" in reported[0]
@@ -874,21 +888,8 @@ def test_without_tracking_a_thread_another_thread_starts_during_the_block_is_bla
 
 
 def test_with_tracking_the_same_thread_is_not_blamed(parked: ParkedThreads) -> None:
-    go, started = threading.Event(), threading.Event()
-
-    def other() -> None:
-        assert go.wait(JOIN_TIMEOUT)
-        parked.start(started_by_a_thread_outside, name="outside-start")
-        started.set()
-
-    outsider = threading.Thread(target=other, name="outsider")
-    outsider.start()
-    try:
-        with no_leaks(track_creation=True, timeout=LEAK):
-            go.set()
-            assert started.wait(JOIN_TIMEOUT)
-    finally:
-        outsider.join(JOIN_TIMEOUT)
+    with outsider_starting_a_thread(parked) as start_it_now, no_leaks(track_creation=True, timeout=LEAK):
+        start_it_now()
     assert parked.threads[0].is_alive()
 
 
