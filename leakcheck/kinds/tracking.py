@@ -21,8 +21,9 @@ import importlib
 import os
 import sys
 import threading
+from collections import deque
 from types import TracebackType
-from typing import Any, Callable, List, Optional, Tuple, Type
+from typing import Any, Callable, Deque, List, Optional, Tuple, Type
 
 from .frames import hide_code
 from .registry import kinds
@@ -94,9 +95,8 @@ def release_soon() -> None:
     import lock the tracking lock's holder waits for; that release is then
     given back by the next user of the lock.
     """
-    global _released
     if not _lock.acquire(blocking=False):
-        _released += 1  # one bytecode: the GIL keeps it whole, and the lock's holder reads it under the lock
+        _released.append(None)  # deque.append and popleft are each atomic: no lease is lost between them
         return
     try:
         _give_back(1)
@@ -104,12 +104,15 @@ def release_soon() -> None:
         _lock.release()
 
 
-_released = 0
+_released: Deque[None] = deque()
+"""One entry per lease a finalizer gave back while another thread held the lock."""
 
 
 def _give_back_released() -> None:
-    global _released
-    count, _released = _released, 0
+    count = 0
+    while _released:
+        _released.popleft()
+        count += 1
     if count:
         _give_back(count)
 
